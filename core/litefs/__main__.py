@@ -1,0 +1,3 @@
+from litefs.cli import main
+
+main()
