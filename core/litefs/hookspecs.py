@@ -1,0 +1,194 @@
+"""The plugin contract of litefs-py.
+
+Every feature outside FUSE interception and LTX replication is a plugin: lease backends, the HTTP
+proxy, the exec supervisor, metrics, backup uploaders. A plugin is a module (or object) with
+functions marked ``@hookimpl`` whose names are the hooks below, published by its distribution in
+the ``litefs`` entry-point group::
+
+    # pyproject.toml of a plugin
+    [project.entry-points.litefs]
+    lease_foo = "litefs_lease_foo"
+
+Built-in plugins are found exactly the same way, so anything they do a third-party plugin can do.
+
+Plugins talk to the core only through this module and the small public objects it documents:
+:class:`litefs.events.TxEvent`, :class:`litefs.events.PrimaryChangeEvent`,
+:mod:`litefs.lease` (:class:`~litefs.lease.Leaser`, :class:`~litefs.lease.LeaseContext`, errors),
+:class:`litefs.config.Config` and :class:`NodeHandle` below.
+
+Hooks are synchronous, called on the node's trio thread: they must return quickly. Long-running
+work is a *service*: an ``async def run(task_status)`` that the core starts in the node's nursery.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+import pluggy
+
+if TYPE_CHECKING:
+    import click
+
+    from litefs.config import Config
+    from litefs.events import PrimaryChangeEvent, TxEvent
+    from litefs.lease import LeaseContext, Leaser
+
+PROJECT = "litefs"
+ENTRY_POINT_GROUP = "litefs"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+#: ``async def run(task_status=trio.TASK_STATUS_IGNORED)``: call ``task_status.started()`` once the
+#: service is up (the node waits for it), then run until cancelled.
+ServiceRun = Callable[..., Awaitable[None]]
+LeaseFactory = Callable[["LeaseContext"], "Leaser"]
+
+
+class NodeHandle(Protocol):
+    """What a plugin may see of a running node (``litefs mount``)."""
+
+    config: Config
+    node_id: int
+    """Random 64-bit ID of this process (``%016X`` in HTTP headers)."""
+
+    @property
+    def is_primary(self) -> bool: ...
+
+    @property
+    def is_ready(self) -> bool:
+        """True once the node is primary or has caught up with the primary."""
+        ...
+
+    @property
+    def primary_hostname(self) -> str:
+        """Hostname of the current primary ("" if unknown; this node's own when primary)."""
+        ...
+
+    @property
+    def mount_dir(self) -> str: ...
+
+    @property
+    def api_url(self) -> str:
+        """Base URL of this node's HTTP API, e.g. ``http://127.0.0.1:20202``."""
+        ...
+
+    def database_names(self) -> list[str]: ...
+
+    def database_txid(self, name: str) -> int:
+        """Current TXID of a database (0 if it does not exist)."""
+        ...
+
+    def lag_seconds(self) -> float:
+        """Seconds since the last contact with the primary (0 on the primary or before sync)."""
+        ...
+
+    async def wait_ready(self) -> None: ...
+
+
+# --- registration hooks (called once, when the plugin manager is built) ----------------------
+
+
+@hookspec
+def litefs_register_lease_types(register: Callable[..., None]) -> None:
+    """Register lease backends.
+
+    Call ``register(type_name, factory, config_type=None)`` once per backend. ``type_name`` is the
+    value of ``lease.type`` that selects it; ``factory(context: LeaseContext) -> Leaser`` builds the
+    backend for one node; ``config_type`` is a dataclass for the ``lease.<type_name>`` section of
+    litefs.yml (validated strictly by the core, with file and line in errors).
+
+    Use in plugins: a lease plugin implements only this hook.
+    """
+
+
+@hookspec
+def litefs_register_config_sections(register: Callable[[str, Any], None]) -> None:
+    """Declare the litefs.yml sections a plugin owns.
+
+    Call ``register(path, type)`` where ``path`` is a dotted key (``"proxy"``, ``"exec"``,
+    ``"backup"``) and ``type`` the dataclass (or type) the section converts to. Unknown keys in a
+    registered section are errors, exactly as for core keys; a section nobody registered is an
+    unknown key. Fields marked ``metadata={"secret": True}`` may be given as ``{"$env": VAR}`` or
+    ``{"$file": path}`` and are masked by ``litefs config show``.
+    """
+
+
+@hookspec
+def litefs_register_backup_types(register: Callable[..., None]) -> None:
+    """Register backup uploaders, selected by ``backup.type``.
+
+    Call ``register(type_name, factory)``; ``factory(node: NodeHandle, section)`` returns a service
+    ``run`` coroutine function that uploads what :func:`litefs_tx_committed` reports.
+    """
+
+
+@hookspec
+def litefs_register_commands(cli: click.Group) -> None:
+    """Add subcommands to the ``litefs`` command line (``cli.add_command(...)``)."""
+
+
+@hookspec
+def litefs_plugin_enabled(config: Config) -> bool | None:
+    """Say whether this plugin is switched on by ``config`` (for ``litefs plugins list``).
+
+    Return ``None`` if the question does not apply. Called once per plugin, not aggregated.
+    """
+
+
+# --- node hooks (called while ``litefs mount`` runs) -----------------------------------------
+
+
+@hookspec
+def litefs_node_services(node: NodeHandle, register: Callable[[str, ServiceRun], None]) -> None:
+    """Start long-running work inside the node.
+
+    Call ``register(name, run)`` for each service this plugin wants for this node's config (check
+    your section first: do nothing when disabled). The core starts each with
+    ``await nursery.start(run)`` after FUSE and the HTTP API are up; an exception in a service
+    stops the node cleanly and is reported with the service's name.
+    """
+
+
+@hookspec
+def litefs_http_routes(node: NodeHandle, register: Callable[..., None]) -> None:
+    """Add routes to the node's HTTP API.
+
+    Call ``register(rule, view, methods=("GET",))`` where ``view`` is an ``async def`` Quart view
+    function (``quart.request`` is available inside it). Core routes cannot be overridden.
+    """
+
+
+@hookspec
+def litefs_tx_committed(node: NodeHandle, event: TxEvent) -> None:
+    """A transaction became part of a database (local commit or applied LTX).
+
+    Called on the commit path: do no I/O here. Record the event and let a service pick it up.
+    """
+
+
+@hookspec
+def litefs_primary_changed(node: NodeHandle, event: PrimaryChangeEvent) -> None:
+    """The node became primary, stopped being primary, or learnt of another primary."""
+
+
+@hookspec
+def litefs_node_ready(node: NodeHandle) -> None:
+    """The node is primary, or has caught up with the primary, for the first time."""
+
+
+@hookspec
+def litefs_node_shutdown(node: NodeHandle) -> None:
+    """The node is about to unmount and exit (services are cancelled right after)."""
+
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "LeaseFactory",
+    "NodeHandle",
+    "PROJECT",
+    "ServiceRun",
+    "hookimpl",
+    "hookspec",
+]
