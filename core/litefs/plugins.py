@@ -93,8 +93,10 @@ class PluginRegistry:
 
     def _collect(self) -> None:
         """Call the registration hooks once per plugin, remembering which plugin registered what."""
-        for plugin in self.pm.get_plugins():
-            name = self.pm.get_name(plugin) or repr(plugin)
+        # Sorted by name so that conflicts are reported the same way on every run.
+        for name, plugin in sorted(self.pm.list_name_plugin(), key=lambda item: item[0]):
+            if plugin is None:  # blocked
+                continue
             impl = getattr(plugin, "litefs_register_lease_types", None)
             if impl is not None:
                 impl(register=self._lease_registrar(name))
