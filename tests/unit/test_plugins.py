@@ -156,7 +156,18 @@ def third_party_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (src / "litefs_lease_foo.py").write_text(THIRD_PARTY_MODULE)
     site = tmp_path_factory.mktemp("foo-site")
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(site), str(src)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(site),
+            str(src),
+        ],
         check=True,
         capture_output=True,
     )
@@ -167,7 +178,9 @@ def _run(litefs_bin: str, env: dict[str, str], *args: str) -> subprocess.Complet
     return subprocess.run([litefs_bin, *args], env=env, capture_output=True, text=True, timeout=60)
 
 
-def test_third_party_lease_plugin_is_listed(third_party_site: Path, litefs_bin: str, clean_env, tmp_path) -> None:
+def test_third_party_lease_plugin_is_listed(
+    third_party_site: Path, litefs_bin: str, clean_env, tmp_path
+) -> None:
     env = {**clean_env, "PYTHONPATH": str(third_party_site)}
     out = _run(litefs_bin, env, "plugins", "list", "--json")
     assert out.returncode == 0, out.stderr
