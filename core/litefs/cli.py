@@ -63,6 +63,8 @@ def load_node_config(config_path: str | None, no_expand_env: bool) -> tuple[Any,
             config = load_config(path, expand=not no_expand_env, sections=registry.sections)
         if config.lease.type:
             registry.lease_type(config.lease.type)
+        if "backup" in registry.sections:
+            registry.backup_type(getattr(config.section("backup"), "type", ""))
     except ConfigError as exc:
         raise ConfigUsageError(str(exc)) from exc
     except PluginError as exc:

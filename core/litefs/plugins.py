@@ -154,6 +154,15 @@ class PluginRegistry:
             raise PluginError(f"lease type required; installed lease types: {installed or 'none'}")
         raise PluginError(f"invalid lease type {name!r}; installed lease types: {installed or 'none'}")
 
+    def backup_type(self, name: str) -> BackupType | None:
+        """The uploader selected by ``backup.type`` ("" selects none)."""
+        if not name:
+            return None
+        if name in self.backup_types:
+            return self.backup_types[name]
+        installed = ", ".join(repr(t) for t in sorted(self.backup_types)) or "none"
+        raise PluginError(f"invalid backup client type {name!r}; installed backup types: {installed}")
+
     def create_leaser(self, config: Config, *, node_id: int, http_port: int) -> Leaser:
         """Build the lease backend chosen by ``config.lease.type`` for one node."""
         lease_type = self.lease_type(config.lease.type)

@@ -223,3 +223,14 @@ def test_plugins_list_hook_filter(litefs_bin: str, tmp_path: Path) -> None:
     out = run(litefs_bin, "plugins", "list", "--hook", "litefs_register_lease_types", cwd=tmp_path, env=env)
     names = {line.split()[0] for line in out.stdout.splitlines()[1:]}
     assert names == {"lease_static", "lease_consul", "lease_etcd"}
+
+
+def test_unknown_backup_type_lists_installed(litefs_bin: str, tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path,
+        f"fuse: {{dir: {tmp_path}/mnt}}\ndata: {{dir: {tmp_path}/data}}\nlease: {{type: static}}\n"
+        "backup: {type: tape}\n",
+    )
+    out = run(litefs_bin, "config", "check", "-config", str(config))
+    assert out.returncode == 2
+    assert "invalid backup client type 'tape'; installed backup types: 's3'" in out.stderr

@@ -36,6 +36,15 @@ def litefs_register_config_sections(register: Callable[[str, object], None]) -> 
     register("backup", BackupConfig)
 
 
+def _not_built(node, section):  # noqa: ANN001, ANN202
+    raise NotImplementedError("the s3 backup uploader is not implemented yet in this build of litefs-py")
+
+
+@hookimpl
+def litefs_register_backup_types(register: Callable[..., None]) -> None:
+    register("s3", _not_built)
+
+
 @hookimpl
 def litefs_plugin_enabled(config) -> bool:  # noqa: ANN001
     return config.section("backup").type == "s3"
