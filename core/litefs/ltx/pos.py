@@ -20,7 +20,7 @@ def _check_u64(value: int, what: str) -> int:
 
 def format_txid(txid: int) -> str:
     """16 lowercase hex digits, e.g. ``000000000000000d``."""
-    return "%016x" % _check_u64(txid, "TXID")
+    return f"{_check_u64(txid, 'TXID'):016x}"
 
 
 def parse_txid(text: str) -> int:
