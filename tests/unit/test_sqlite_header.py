@@ -7,6 +7,7 @@ import struct
 from pathlib import Path
 
 import pytest
+
 from litefs.sqlite import SQLITE_HEADER_MAGIC, DatabaseHeader, SQLiteFormatError, lock_page
 
 FIXTURE_DB = (

@@ -8,6 +8,7 @@ import struct
 from pathlib import Path
 
 import pytest
+
 from litefs.sqlite import (
     SHM_BLOCK_SIZE,
     WAL_INDEX_HEADER_REGION,

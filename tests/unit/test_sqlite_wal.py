@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from litefs.sqlite import (
     WAL_FRAME_HEADER_SIZE,
     WAL_HEADER_SIZE,
