@@ -13,7 +13,9 @@ def test_txid_round_trip() -> None:
     assert parse_txid(format_txid((1 << 64) - 1)) == (1 << 64) - 1
 
 
-@pytest.mark.parametrize("bad", ["d", "00000000000000d", "000000000000000D", "0x0000000000000d", " 000000000000000d"])
+@pytest.mark.parametrize(
+    "bad", ["d", "00000000000000d", "000000000000000D", "0x0000000000000d", " 000000000000000d"]
+)
 def test_parse_txid_rejects(bad: str) -> None:
     with pytest.raises(LTXError, match="TXID"):
         parse_txid(bad)
@@ -36,7 +38,8 @@ def test_pos_text() -> None:
 
 
 @pytest.mark.parametrize(
-    "bad", ["", "000000000000000d", "000000000000000d-fe3831a381c602b9", "000000000000000d/fe3831a381c602b9\n"]
+    "bad",
+    ["", "000000000000000d", "000000000000000d-fe3831a381c602b9", "000000000000000d/fe3831a381c602b9\n"],
 )
 def test_pos_parse_rejects(bad: str) -> None:
     with pytest.raises(LTXError, match="position"):
