@@ -59,6 +59,7 @@ __all__ = [
     "LeaseConfig",
     "LogConfig",
     "TracingConfig",
+    "config_search_paths",
     "default_for",
     "dump_yaml",
     "expand_env",
@@ -637,11 +638,13 @@ def _hints(cls: type) -> dict[str, Any]:
 def default_for(tp: Any) -> Any:
     """The value a section or field of type ``tp`` has when the file does not set it.
 
-    A dataclass is default-constructed; a union containing ``None`` is ``None``; a list/dict is
+    A dataclass is default-constructed (``None`` if it has required fields); a union containing ``None`` is ``None``; a list/dict is
     empty; ``str``/``int``/``float``/``bool`` are their zero values; a ``Literal`` its first value.
     """
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
+        if any(_required(f) for f in dataclasses.fields(tp) if f.init):
+            return None  # a section with required keys has no default value
         return tp()
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
@@ -745,8 +748,10 @@ class _Converter:
     def section(self, node: yaml.Node, path: str) -> None:
         """Convert a plugin-registered section and remember it."""
         tp = self.sections[path]
+        before = len(self.errors)
         value = self.convert(node, tp, path, None)
-        self.found_sections[path] = default_for(tp) if value is _KEEP else value
+        if len(self.errors) == before:
+            self.found_sections[path] = default_for(tp) if value is _KEEP else value
 
     def _children(self, path: str) -> list[str]:
         """Registered sections directly below ``path``."""
