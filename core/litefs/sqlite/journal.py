@@ -140,7 +140,7 @@ class JournalReader:
         self._next_offset: int | None = None
         # SQLite checks a header fits in a sector using the pager's default sector size before reading
         # the real one; 512 is that default on the platforms LiteFS runs on.
-        if self.size < 512 or self.size < JOURNAL_HEADER_SIZE:
+        if self.size < 512:
             self.stop_reason = "journal shorter than one sector"
             return
         raw = _read_at(f, 0, JOURNAL_HEADER_SIZE)
