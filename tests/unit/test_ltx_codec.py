@@ -266,7 +266,7 @@ def test_decoder_state_and_positions() -> None:
     raw = encode(Header(page_size=512, commit=1, min_txid=1, max_txid=9), [(1, b"1" * 512)])
     dec = Decoder(io.BytesIO(raw))
     with pytest.raises(LTXError, match="position unknown"):
-        dec.post_apply_pos
+        _ = dec.post_apply_pos
     assert dec.verify().post_apply_checksum == 0xEB1A999231044DDD
     assert dec.post_apply_pos == Pos(9, 0xEB1A999231044DDD)
     assert dec.page_count == 1
