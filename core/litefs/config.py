@@ -22,6 +22,10 @@ Fields of any dataclass (core or plugin) may carry metadata:
   whitespace of the file is removed), and is masked as ``********`` by :meth:`Config.to_dict`;
 * ``{"key": "name"}``: the YAML key, when it is not the field name with ``_`` turned into ``-``.
 
+A field without a default is a required key. A plugin dataclass may check its values in
+``__post_init__``: a ``ValueError`` raised there is reported like any other config error, with the
+section's key path, file and line.
+
 Deliberate differences from LiteFS: an empty file (or one with only comments) gives the defaults
 instead of Go's ``EOF`` error; a bare ``0`` is accepted as a zero duration (Go only accepts the
 string); an integer field rejects a fractional number instead of truncating it; a file with more
@@ -585,7 +589,8 @@ def _q(text: str) -> str:
 
 
 class _Keep:
-    """Sentinel: the YAML value was null and the field keeps its default (yaml.v3 behaviour)."""
+    """Sentinel: no value to set. The YAML value was null, so the field keeps its default (yaml.v3
+    behaviour), or it was bad and the error is already recorded."""
 
 
 _KEEP = _Keep()
@@ -638,8 +643,9 @@ def _hints(cls: type) -> dict[str, Any]:
 def default_for(tp: Any) -> Any:
     """The value a section or field of type ``tp`` has when the file does not set it.
 
-    A dataclass is default-constructed (``None`` if it has required fields); a union containing ``None`` is ``None``; a list/dict is
-    empty; ``str``/``int``/``float``/``bool`` are their zero values; a ``Literal`` its first value.
+    A dataclass is default-constructed (``None`` if it has required fields); a union containing
+    ``None`` is ``None``; a list/dict is empty; ``str``/``int``/``float``/``bool`` are their zero
+    values; a ``Literal`` its first value.
     """
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
@@ -715,16 +721,17 @@ class _Converter:
         return [(k, kn, vn) for k, (kn, vn) in result.items()]
 
     def dataclass(self, node: yaml.Node, cls: type, path: str) -> Any:
-        if _is_null(node):
-            return cls()
         if not isinstance(node, yaml.MappingNode):
             raise _TypeProblem(f"expected a mapping, found {_describe(node)}")
         hints = _hints(cls)
         fields = {_yaml_key(f): f for f in _config_fields(cls)}
         kwargs: dict[str, Any] = {}
+        seen: set[str] = set()
+        failed_required = False
         for key, key_node, value_node in self.items(node, path):
             key_path = _join(path, key)
             self.key_lines[key_path] = _line(key_node)
+            seen.add(key)
             f = fields.get(key)
             if f is None:
                 if key_path in self.sections:
@@ -734,15 +741,21 @@ class _Converter:
                 else:
                     self.unknown_key(key, key_node, path, sorted(fields) + self._children(path))
                 continue
+            before = len(self.errors)
             value = self.field_value(value_node, hints[f.name], f, key_path)
             if value is not _KEEP:
                 kwargs[f.name] = value
+            elif len(self.errors) > before and _required(f):
+                failed_required = True
+        missing = [key for key, f in fields.items() if _required(f) and key not in seen]
+        if missing:
+            raise _TypeProblem(f"missing required key {_q(_join(path, missing[0]))}")
+        if failed_required:
+            return _KEEP  # a required key had a bad value (already reported): nothing to build
         try:
             return cls(**kwargs)
-        except TypeError as exc:  # a plugin dataclass with a required field that was not given
-            missing = [_yaml_key(f) for f in _config_fields(cls) if f.name not in kwargs and _required(f)]
-            if missing:
-                raise _TypeProblem(f"missing required key {_q(_join(path, missing[0]))}") from exc
+        except (TypeError, ValueError) as exc:
+            # A plugin may check its section in __post_init__; its message gets the key and line.
             raise _TypeProblem(str(exc)) from exc
 
     def section(self, node: yaml.Node, path: str) -> None:

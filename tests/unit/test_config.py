@@ -710,6 +710,29 @@ def test_required_field_in_plugin_section() -> None:
     assert parse("thing:\n  name: x\n", sections={"thing": NeedsName}).section("thing") == NeedsName("x", 1)
 
 
+@dataclass
+class CheckedSection:
+    port: int = 80
+
+    def __post_init__(self) -> None:
+        if not 0 < self.port < 65536:
+            raise ValueError(f"port {self.port} is out of range")
+
+
+def test_plugin_section_post_init_check() -> None:
+    err = parse_error("\nchecked:\n  port: 70000\n", sections={"checked": CheckedSection})
+    assert str(err) == "litefs.yml:3: checked: port 70000 is out of range"
+    assert (
+        parse("checked:\n  port: 8080\n", sections={"checked": CheckedSection}).section("checked").port
+        == 8080
+    )
+
+
+def test_bad_required_value_reports_only_the_value() -> None:
+    err = parse_error("thing:\n  name: [x]\n", sections={"thing": NeedsName})
+    assert [e.key for e in err.errors] == ["thing.name"]
+
+
 def test_nested_section_without_a_core_parent() -> None:
     config = parse("acme:\n  widget:\n    name: w\n", sections={"acme.widget": NeedsName})
     assert config.section("acme.widget") == NeedsName("w")
