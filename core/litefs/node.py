@@ -1,0 +1,290 @@
+"""One ``litefs mount`` process: store + FUSE + HTTP API + lease + plugin services in one trio nursery.
+
+Startup order (LiteFS ``MountCommand.Run``): open the store (recovery of every database) -> serve HTTP
+(so the port is known) -> create the leaser and take the lease (static lease: primary when it is the
+candidate) -> mount FUSE -> start plugin services -> ready. SIGINT/SIGTERM unmount cleanly and exit 0;
+a commit that cannot be made durable stops the node with exit code 99 (LiteFS does the same).
+
+The election loop (lease renewal, demotion, replicas following a primary) comes later; it will run
+as one more task of the nursery and call :meth:`Node.set_role`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import pyfuse3
+import trio
+
+from litefs.events import PrimaryChangeEvent, TxEvent
+from litefs.fuse.locks import sqlite_lock
+from litefs.fuse.mount import MAX_TASKS, mount_options, prepare_mountpoint
+from litefs.fuse.ops import LiteFSOperations
+from litefs.http.app import create_app, make_route_registrar
+from litefs.http.server import port_of, serve_http
+from litefs.lease import LeaseError, PrimaryExistsError
+from litefs.store import RecoveryError, Store, StoreError
+
+if TYPE_CHECKING:
+    from litefs.config import Config
+    from litefs.lease import Lease, Leaser
+    from litefs.plugins import PluginRegistry
+
+log = logging.getLogger("litefs")
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_FATAL = 99
+
+
+class Node:
+    """A running node; satisfies :class:`litefs.hookspecs.NodeHandle` for plugins."""
+
+    def __init__(self, config: Config, registry: PluginRegistry) -> None:
+        self.config = config
+        self.registry = registry
+        self.store = Store(
+            config.data.dir,
+            compress=config.data.compress,
+            strict_verify=config.strict_verify,
+            skip_sync=False,
+        )
+        self.node_id = self.store.node_id
+        self.fs = LiteFSOperations(self.store, on_fatal=self._on_fatal)
+        self.exit_code = EXIT_OK
+        self.leaser: Leaser | None = None
+        self.lease: Lease | None = None
+        self._api_url = ""
+        self._ready = trio.Event()
+        self._shutdown = trio.Event()
+        self._http_shutdown = trio.Event()
+        self._mounted = False
+        self.plugin_rules: list[str] = []
+        self.store.commit_listeners.append(self._tx_committed)
+
+    # -- NodeHandle ----------------------------------------------------------------------------
+
+    @property
+    def is_primary(self) -> bool:
+        return self.store.is_primary
+
+    @property
+    def is_ready(self) -> bool:
+        return self._ready.is_set()
+
+    @property
+    def primary_hostname(self) -> str:
+        return self.store.primary_hostname
+
+    @property
+    def mount_dir(self) -> str:
+        return os.path.abspath(self.config.fuse.dir)
+
+    @property
+    def api_url(self) -> str:
+        return self._api_url
+
+    def database_names(self) -> list[str]:
+        return self.store.database_names()
+
+    def database_txid(self, name: str) -> int:
+        db = self.store.db(name)
+        return db.pos.txid if db is not None else 0
+
+    def lag_seconds(self) -> float:
+        return 0.0
+
+    async def wait_ready(self) -> None:
+        await self._ready.wait()
+
+    # -- hooks ---------------------------------------------------------------------------------
+
+    def _tx_committed(self, event: TxEvent) -> None:
+        self.registry.hook.litefs_tx_committed(node=self, event=event)
+
+    def _on_fatal(self, exc: BaseException) -> None:
+        if self.config.exit_on_error:
+            log.error("fatal: %s", exc)
+            self.request_shutdown(EXIT_FATAL)
+
+    def request_shutdown(self, exit_code: int = EXIT_OK) -> None:
+        if exit_code and not self.exit_code:
+            self.exit_code = exit_code
+        self._shutdown.set()
+
+    def set_role(self, is_primary: bool, hostname: str) -> None:
+        """Record who is primary and tell plugins and ``/events`` subscribers when it changed."""
+        changed = (is_primary, hostname) != (self.store.is_primary, self.store.primary_hostname)
+        self.store.set_primary(is_primary, hostname)
+        if changed:
+            self.registry.hook.litefs_primary_changed(
+                node=self, event=PrimaryChangeEvent(is_primary, hostname)
+            )
+
+    # -- database operations that need the mount -----------------------------------------------
+
+    async def import_database(self, name: str, src_path: str) -> None:
+        """Replace (or create) a database from a SQLite file, under SQLite's EXCLUSIVE lock."""
+        db = self.store.db(name)
+        existing = db is not None and db.exists() and db.page_count > 0
+        if not existing:
+            db = self.store.create_db(name)
+            db.import_database(src_path)
+        else:
+            assert db is not None
+            async with sqlite_lock(os.path.join(self.mount_dir, name), exclusive=True):
+                db.import_database(src_path)
+                await trio.to_thread.run_sync(self.fs.invalidate_db_sync, name)
+            return
+        await trio.to_thread.run_sync(self.fs.invalidate_db_sync, name)
+
+    async def export_database(self, name: str) -> str:
+        """Copy the committed database to a temp file under SQLite's SHARED lock; return its path."""
+        db = self.store.db(name)
+        if db is None:
+            raise StoreError(f"database not found: {name}")
+        fd, tmp = tempfile.mkstemp(prefix=".export-", suffix=".tmp", dir=self.config.data.dir)
+        try:
+            async with sqlite_lock(os.path.join(self.mount_dir, name), exclusive=False):
+                with os.fdopen(fd, "wb") as f:
+                    for chunk in db.read_database():
+                        f.write(chunk)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+        return tmp
+
+    # -- running -------------------------------------------------------------------------------
+
+    async def _signals(self) -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                log.info("received %s, shutting down", signal.Signals(signum).name)
+                self.request_shutdown(EXIT_OK)
+
+    async def _acquire_lease(self) -> None:
+        assert self.leaser is not None
+        try:
+            self.lease = await self.leaser.acquire()
+        except PrimaryExistsError:
+            self.lease = None
+        if self.lease is not None:
+            self.store.ensure_cluster_id()
+            self.set_role(True, self.leaser.hostname)
+            log.info("primary lease acquired, advertising as %s", self.leaser.advertise_url)
+            return
+        try:
+            info = await self.leaser.primary_info()
+            self.set_role(False, info.hostname)
+        except LeaseError:
+            self.set_role(False, "")
+        log.info("not primary: replication is not available yet (primary %r)", self.store.primary_hostname)
+
+    async def _fuse_main(self) -> None:
+        try:
+            await pyfuse3.main(min_tasks=1, max_tasks=MAX_TASKS)
+        except BaseException:
+            self.request_shutdown(EXIT_ERROR)
+            raise
+
+    async def _run_service(
+        self,
+        name: str,
+        run: Callable[..., Any],
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        try:
+            await run(task_status=task_status)
+        except Exception as exc:
+            log.error("service %s failed: %s", name, exc, exc_info=exc)
+            self.request_shutdown(EXIT_ERROR)
+
+    async def run(self) -> None:
+        """Run the node until a signal or a fatal error; the caller has opened the store."""
+        app = create_app(self)
+        self.registry.hook.litefs_http_routes(
+            node=self, register=make_route_registrar(app, self.plugin_rules)
+        )
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._signals)
+            self._api_url = await nursery.start(serve_http, app, self.config.http.addr, self._http_shutdown)
+            log.info("http server listening on %s", self._api_url)
+            self.leaser = self.registry.create_leaser(
+                self.config, node_id=self.node_id, http_port=port_of(self._api_url)
+            )
+            await self._acquire_lease()
+
+            pyfuse3.init(
+                self.fs,
+                self.mount_dir,
+                mount_options(allow_other=self.config.fuse.allow_other, debug=self.config.fuse.debug),
+            )
+            self._mounted = True
+            nursery.start_soon(self._fuse_main)
+            log.info("mounted at %s", self.mount_dir)
+
+            services: list[tuple[str, Callable[..., Any]]] = []
+            self.registry.hook.litefs_node_services(
+                node=self, register=lambda name, run: services.append((name, run))
+            )
+            for name, run in services:
+                await nursery.start(self._run_service, name, run)
+
+            self._ready.set()
+            self.registry.hook.litefs_node_ready(node=self)
+            log.info("node ready (primary=%s)", self.is_primary)
+
+            await self._shutdown.wait()
+            try:
+                self.registry.hook.litefs_node_shutdown(node=self)
+            except Exception:
+                log.exception("node shutdown hook failed")
+            self._http_shutdown.set()
+            pyfuse3.terminate()
+            if self.lease is not None:
+                with trio.move_on_after(2):
+                    await self.lease.close()
+            nursery.cancel_scope.cancel()
+
+    def close(self) -> None:
+        if self._mounted:
+            pyfuse3.close(unmount=True)
+            self._mounted = False
+        self.store.close()
+
+
+def run_mount(config: Config, registry: PluginRegistry, *, skip_unmount: bool = False) -> int:
+    """Run a node until SIGINT/SIGTERM or a fatal error; return the process exit code.
+
+    0 on a clean shutdown, 1 on a startup or runtime error (printed as ``ERROR: ...``), 99 when a
+    commit could not be made durable.
+    """
+    started = time.monotonic()
+    node = Node(config, registry)
+    try:
+        prepare_mountpoint(node.mount_dir, skip_unmount=skip_unmount)
+        os.makedirs(config.data.dir, exist_ok=True)
+        node.store.open()
+    except (RecoveryError, StoreError, OSError) as exc:
+        print(f"ERROR: cannot open store: {exc}", file=sys.stderr)
+        node.store.close()
+        return EXIT_ERROR
+    log.info("store opened in %.3fs (%d databases)", time.monotonic() - started, len(node.store.dbs()))
+    try:
+        trio.run(node.run)
+    except BaseException as exc:  # noqa: BLE001 - report anything, exit non-zero
+        if isinstance(exc, KeyboardInterrupt):
+            return node.exit_code
+        print(f"ERROR: {exc}", file=sys.stderr)
+        log.debug("node failed", exc_info=exc)
+        return node.exit_code or EXIT_ERROR
+    finally:
+        node.close()
+    return node.exit_code

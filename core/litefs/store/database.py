@@ -1,0 +1,821 @@
+"""One database of the store: its files, its position, its LTX directory, commits and recovery.
+
+Layout under ``<data.dir>/dbs/<name>/``: ``database``, ``journal``, ``wal``, ``shm`` and ``ltx/``.
+
+Everything here is synchronous and runs on the node's trio thread (FUSE handlers, HTTP views): a
+method either completes or raises, so no other request can observe a half-made commit.
+
+Commit capture in the rollback-journal modes (LiteFS §4.6). Every write to the database file marks
+the pages it touches dirty. SQLite invalidates the journal once its transaction is durable in the
+database file -- by unlinking it (``delete``), truncating it to 0 (``truncate``) or overwriting its
+first 28 bytes with zeros (``persist``) -- and that invalidation is the commit point. Before passing
+it through, :meth:`Database.commit_journal` reads the dirty pages back from the backing file, writes
+them as ``ltx/<txid>-<txid>.ltx`` (temp file, fsync, rename, fsync of the directory) and moves the
+position. If the process dies anywhere in between, startup recovery rolls the still-valid journal
+back and re-applies the newest LTX file, so the database always ends up at a position that matches
+its content (see :meth:`Database.recover`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from litefs.ltx import (
+    EMPTY_DATABASE_CHECKSUM,
+    FLAG_COMPRESS_LZ4,
+    ChecksumTracker,
+    Decoder,
+    Encoder,
+    Header,
+    LTXError,
+    Pos,
+    database_checksum,
+    format_filename,
+    lock_pgno,
+    page_checksum,
+    parse_filename,
+)
+from litefs.sqlite.errors import SQLiteFormatError
+from litefs.sqlite.header import DATABASE_HEADER_SIZE, DatabaseHeader
+from litefs.sqlite.journal import is_journal_header_valid, rollback_journal
+from litefs.store.names import BACKING_NAMES, FileKind
+
+log = logging.getLogger("litefs.store")
+
+PERSIST_ZERO_HEADER = bytes(28)
+"""What SQLite writes at offset 0 of a persistent journal to invalidate it (``zeroJournalHdr``)."""
+
+#: ``.tmp`` suffix of LTX files being written (LiteFS: ``<file>.tmp``).
+TMP_SUFFIX = ".tmp"
+
+
+class StoreError(Exception):
+    """A store operation failed for a reason the caller should report as-is."""
+
+
+class ReadOnlyError(StoreError):
+    """A write on a node that is not primary (FUSE answers EACCES, as LiteFS does for the journal)."""
+
+
+class CommitError(StoreError):
+    """A commit could not be made durable: LiteFS treats this as fatal (exit code 99)."""
+
+
+class RecoveryError(StoreError):
+    """Startup recovery found the database and its LTX files inconsistent; the node must not start."""
+
+
+class VerifyError(StoreError):
+    """``strict-verify`` found the database content disagreeing with its position."""
+
+
+@dataclass
+class CommitStats:
+    """Counters of one database, for /debug/vars and the benchmark."""
+
+    commits: int = 0
+    ltx_bytes: int = 0
+    pages_written: int = 0
+    rollbacks_ignored: int = 0
+    commit_seconds: float = 0.0
+
+
+@dataclass
+class CommitResult:
+    """What a commit produced (passed to the store's commit listener)."""
+
+    txid: int
+    post_apply_checksum: int
+    page_size: int
+    commit: int
+    timestamp_ms: int
+    ltx_path: str
+    local: bool = True
+
+
+@dataclass
+class _Dirty:
+    """Pages written to the database file since the last commit."""
+
+    pages: set[int] = field(default_factory=set)
+    # Byte ranges written while the page size was unknown (a brand-new database).
+    ranges: list[tuple[int, int]] = field(default_factory=list)
+
+    def clear(self) -> None:
+        self.pages.clear()
+        self.ranges.clear()
+
+    def __bool__(self) -> bool:
+        return bool(self.pages or self.ranges)
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _pread_full(fd: int, size: int, offset: int) -> bytes:
+    data = os.pread(fd, size, offset)
+    while len(data) < size:
+        more = os.pread(fd, size - len(data), offset + len(data))
+        if not more:
+            break
+        data += more
+    return data
+
+
+class Database:
+    """One SQLite database managed by the store."""
+
+    def __init__(
+        self,
+        name: str,
+        path: str,
+        *,
+        compress: bool = True,
+        node_id: int = 0,
+        writable: Callable[[], bool] = lambda: True,
+        on_commit: Callable[[Database, CommitResult], None] | None = None,
+        strict_verify: bool = False,
+        skip_sync: bool = False,
+    ) -> None:
+        self.name = name
+        self.path = path
+        self.ltx_dir = os.path.join(path, "ltx")
+        self.compress = compress
+        self.node_id = node_id
+        self.strict_verify = strict_verify
+        self._writable = writable
+        self._on_commit = on_commit
+        self._skip_sync = skip_sync
+        self.page_size = 0
+        self.page_count = 0
+        self.pos = Pos(0, 0)
+        self.timestamp_ms = 0
+        self.tracker: ChecksumTracker | None = None
+        self._dirty = _Dirty()
+        self._db_fd: int | None = None
+        # True when the backing database file has been fsynced since its last write: SQLite does it
+        # itself before invalidating a journal under synchronous=FULL/NORMAL, so the commit can skip it.
+        self._db_synced = True
+        self.stats = CommitStats()
+
+    # -- paths ---------------------------------------------------------------------------------
+
+    def backing_path(self, kind: FileKind) -> str:
+        """Path of the real file behind a database file of the given kind."""
+        return os.path.join(self.path, BACKING_NAMES[kind])
+
+    @property
+    def db_path(self) -> str:
+        return self.backing_path(FileKind.DATABASE)
+
+    @property
+    def journal_path(self) -> str:
+        return self.backing_path(FileKind.JOURNAL)
+
+    def exists(self) -> bool:
+        """True once the database file exists (it may still have no pages)."""
+        return os.path.exists(self.db_path)
+
+    def file_exists(self, kind: FileKind) -> bool:
+        return os.path.exists(self.backing_path(kind))
+
+    def ltx_path(self, min_txid: int, max_txid: int) -> str:
+        return os.path.join(self.ltx_dir, format_filename(min_txid, max_txid))
+
+    # -- files ---------------------------------------------------------------------------------
+
+    def _ensure_dirs(self) -> None:
+        os.makedirs(self.ltx_dir, exist_ok=True)
+
+    def _db_fd_get(self) -> int:
+        if self._db_fd is None:
+            self._db_fd = os.open(self.db_path, os.O_RDWR | os.O_CLOEXEC)
+        return self._db_fd
+
+    def close(self) -> None:
+        if self._db_fd is not None:
+            os.close(self._db_fd)
+            self._db_fd = None
+
+    def open_file(self, kind: FileKind, flags: int, mode: int = 0o644) -> int:
+        """Open (or with O_CREAT create) a backing file; return the OS file descriptor.
+
+        O_CREAT of a journal needs write access (LiteFS answers EACCES on a replica).
+        """
+        if flags & os.O_CREAT:
+            if kind is FileKind.JOURNAL and not self._writable():
+                raise ReadOnlyError("read only replica")
+            self._ensure_dirs()
+        return os.open(self.backing_path(kind), flags | os.O_CLOEXEC, mode)
+
+    # -- writes from SQLite --------------------------------------------------------------------
+
+    def write_database(self, fd: int, offset: int, data: bytes) -> int:
+        """Write to the database file and mark the pages it touches dirty."""
+        if not self._writable():
+            raise ReadOnlyError("read only replica")
+        n = os.pwrite(fd, data, offset)
+        if n:
+            self._db_synced = False
+            ps = self.page_size
+            if ps:
+                first = offset // ps + 1
+                last = (offset + n - 1) // ps + 1
+                if first == last:
+                    self._dirty.pages.add(first)
+                else:
+                    self._dirty.pages.update(range(first, last + 1))
+            else:
+                self._dirty.ranges.append((offset, n))
+                if offset == 0 and n >= DATABASE_HEADER_SIZE:
+                    self._learn_page_size(bytes(data[:DATABASE_HEADER_SIZE]))
+        return n
+
+    def _learn_page_size(self, header: bytes) -> None:
+        try:
+            self.page_size = DatabaseHeader.parse(header).page_size
+        except SQLiteFormatError:
+            return
+        for off, n in self._dirty.ranges:
+            self._dirty.pages.update(range(off // self.page_size + 1, (off + n - 1) // self.page_size + 2))
+        self._dirty.ranges.clear()
+
+    def truncate_database(self, size: int, fd: int | None = None) -> None:
+        """Truncate the database file (VACUUM shrinking it); the commit reads the new size."""
+        if not self._writable():
+            raise ReadOnlyError("read only replica")
+        if fd is not None:
+            os.ftruncate(fd, size)
+        else:
+            os.truncate(self.db_path, size)
+        self._db_synced = False
+
+    def sync_database(self, fd: int, datasync: bool) -> None:
+        """fsync of the database file requested by SQLite."""
+        (os.fdatasync if datasync else os.fsync)(fd)
+        self._db_synced = True
+
+    def write_journal(self, fd: int, offset: int, data: bytes) -> int:
+        """Write to the journal; 28 zero bytes at offset 0 is the ``persist``-mode commit."""
+        if not self._writable():
+            raise ReadOnlyError("read only replica")
+        if offset == 0 and len(data) == len(PERSIST_ZERO_HEADER) and data == PERSIST_ZERO_HEADER:
+            self.commit_journal()
+        return os.pwrite(fd, data, offset)
+
+    def truncate_journal(self, size: int, fd: int | None = None) -> None:
+        """Truncate the journal; to 0 it is the ``truncate``-mode commit.
+
+        Other sizes pass through without a commit: SQLite trims a persistent journal to
+        ``journal_size_limit`` right after zeroing its header (LiteFS refuses that with EINVAL).
+        """
+        if size == 0:
+            self.commit_journal()
+        if fd is not None:
+            os.ftruncate(fd, size)
+        else:
+            os.truncate(self.journal_path, size)
+
+    def remove_journal(self) -> None:
+        """Unlink of the journal: the ``delete``-mode commit."""
+        self.commit_journal()
+        os.unlink(self.journal_path)
+
+    def remove_file(self, kind: FileKind) -> None:
+        """Unlink of ``-wal`` or ``-shm`` (plain pass-through for now)."""
+        os.unlink(self.backing_path(kind))
+
+    # -- commit --------------------------------------------------------------------------------
+
+    def commit_journal(self) -> CommitResult | None:
+        """Turn the transaction that SQLite is finishing into an LTX file (the journal is still valid).
+
+        Returns None when there is nothing to commit: the journal has no valid header (SQLite never
+        started changing the database), or the transaction wrote nothing to the database file and
+        did not change its size (a rollback before any spill). Raises CommitError if the LTX file
+        cannot be made durable; the journal must then be left alone.
+        """
+        try:
+            with open(self.journal_path, "rb") as jf:
+                head = jf.read(8)
+        except FileNotFoundError:
+            head = b""
+        if not is_journal_header_valid(head):
+            return None
+        db_fd = self._db_fd_get()
+        try:
+            hdr = DatabaseHeader.parse(_pread_full(db_fd, DATABASE_HEADER_SIZE, 0))
+        except SQLiteFormatError:
+            # An empty or half-written database file (first transaction rolled back): nothing to record.
+            self._dirty.clear()
+            return None
+        if not self._dirty and hdr.page_count == self.page_count and self.pos.txid > 0:
+            self.stats.rollbacks_ignored += 1
+            return None
+        try:
+            return self._commit(db_fd, hdr)
+        except (OSError, LTXError) as exc:
+            raise CommitError(f"commit journal: {self.name}: {exc}") from exc
+
+    def _commit(self, db_fd: int, hdr: DatabaseHeader) -> CommitResult:
+        started = time.perf_counter()
+        page_size = hdr.page_size
+        commit = hdr.page_count
+        self.page_size = page_size
+        self._learn_page_size_ranges()
+        if self.tracker is None or self.tracker.page_size != page_size:
+            # First commit, a re-created database, or a new page size (VACUUM after PRAGMA page_size):
+            # the TXID keeps counting and every page goes into the LTX file.
+            self.tracker = ChecksumTracker(page_size)
+            self.page_count = 0
+        txid = self.pos.txid + 1
+        lock = lock_pgno(page_size)
+        if txid == 1:
+            pages: Iterable[int] = range(1, commit + 1)
+        else:
+            dirty = self._dirty.pages
+            # Pages past the old end of the database are all part of the transaction.
+            dirty.update(range(self.page_count + 1, commit + 1))
+            pages = sorted(p for p in dirty if p <= commit)
+        timestamp_ms = int(time.time() * 1000)
+        header = Header(
+            flags=FLAG_COMPRESS_LZ4 if self.compress else 0,
+            page_size=page_size,
+            commit=commit,
+            min_txid=txid,
+            max_txid=txid,
+            timestamp=timestamp_ms,
+            pre_apply_checksum=0 if txid == 1 else self.pos.post_apply_checksum,
+            node_id=self.node_id,
+        )
+        tracker = self.tracker
+        # The tracker moves while the file is encoded; if the commit then fails the node exits (99) and
+        # recovery rebuilds it from disk, as in LiteFS.
+        npages = 0
+        path = self.ltx_path(txid, txid)
+        tmp = path + TMP_SUFFIX
+        self._ensure_dirs()
+        try:
+            with open(tmp, "wb") as f:
+                enc = Encoder(f, header)
+                for pgno in pages:
+                    if pgno == lock:
+                        continue
+                    data = _pread_full(db_fd, page_size, (pgno - 1) * page_size)
+                    if len(data) < page_size:
+                        raise CommitError(
+                            f"commit journal: {self.name}: page {pgno} missing from database file "
+                            f"(offset {(pgno - 1) * page_size}, commit {commit})"
+                        )
+                    enc.encode_page(pgno, data)
+                    tracker.set_page_checksum(pgno, page_checksum(pgno, data))
+                    npages += 1
+                tracker.truncate(commit)
+                post = tracker.checksum
+                enc.finish(post)
+                f.flush()
+                if not self._skip_sync:
+                    os.fdatasync(f.fileno())
+                size = f.tell()
+            os.rename(tmp, path)
+            if not self._skip_sync:
+                _fsync_dir(self.ltx_dir)
+                if not self._db_synced:
+                    os.fsync(db_fd)
+                    self._db_synced = True
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+        # The LTX file is durable: now the position moves.
+        self.pos = Pos(txid, post)
+        self.page_count = commit
+        self.timestamp_ms = timestamp_ms
+        self._dirty.clear()
+        self.stats.commits += 1
+        self.stats.ltx_bytes += size
+        self.stats.pages_written += npages
+        self.stats.commit_seconds += time.perf_counter() - started
+        if self.strict_verify:
+            self.verify()
+        result = CommitResult(txid, post, page_size, commit, timestamp_ms, path)
+        if self._on_commit is not None:
+            self._on_commit(self, result)
+        return result
+
+    def _learn_page_size_ranges(self) -> None:
+        ps = self.page_size
+        for off, n in self._dirty.ranges:
+            self._dirty.pages.update(range(off // ps + 1, (off + n - 1) // ps + 2))
+        self._dirty.ranges.clear()
+
+    def verify(self) -> None:
+        """Recompute the whole-database checksum from disk and compare with the position."""
+        if self.pos.txid == 0 or self.page_size == 0:
+            return
+        actual = database_checksum(self.db_path, self.page_size, self.page_count)
+        if actual != self.pos.post_apply_checksum:
+            raise VerifyError(
+                f"strict verify: {self.name}: database checksum {actual:016x} on TXID {self.pos.txid:016x} "
+                f"does not match position checksum {self.pos.post_apply_checksum:016x}"
+            )
+
+    # -- LTX files -----------------------------------------------------------------------------
+
+    def ltx_files(self) -> list[tuple[int, int, str]]:
+        """(min TXID, max TXID, path) of every LTX file, sorted by max TXID."""
+        out = []
+        try:
+            names = os.listdir(self.ltx_dir)
+        except FileNotFoundError:
+            return []
+        for fname in names:
+            try:
+                lo, hi = parse_filename(fname)
+            except LTXError:
+                continue  # LiteFS ignores files that do not match the pattern
+            out.append((lo, hi, os.path.join(self.ltx_dir, fname)))
+        out.sort(key=lambda t: (t[1], t[0]))
+        return out
+
+    # -- apply (import; replicas later) --------------------------------------------------------
+
+    def apply_ltx_file(self, path: str) -> CommitResult:
+        """Apply a complete LTX file whose pre-apply position is this database's position.
+
+        The file must already be in its final place and durable. Pages are written straight into the
+        backing database file (the caller holds SQLite's locks and invalidates kernel caches).
+        """
+        with open(path, "rb") as f:
+            dec = Decoder(f)
+            h = dec.header
+            if not h.is_snapshot and h.pre_apply_checksum != self.pos.post_apply_checksum:
+                raise StoreError(
+                    f"apply {os.path.basename(path)}: pre-apply checksum {h.pre_apply_checksum:016x} "
+                    f"does not match position {self.pos}"
+                )
+            self._ensure_dirs()
+            if not os.path.exists(self.db_path):
+                open(self.db_path, "ab").close()
+            db_fd = self._db_fd_get()
+            if self.tracker is None or self.tracker.page_size != h.page_size or h.is_snapshot:
+                self.tracker = ChecksumTracker(h.page_size)
+            for pgno, data in dec.pages():
+                os.pwrite(db_fd, data, (pgno - 1) * h.page_size)
+                self.tracker.set_page(pgno, data)
+            trailer = dec.verify()
+        os.ftruncate(db_fd, h.commit * h.page_size)
+        self.tracker.truncate(h.commit)
+        if not self._skip_sync:
+            os.fsync(db_fd)
+        if self.tracker.checksum != trailer.post_apply_checksum:
+            raise StoreError(
+                f"apply {os.path.basename(path)}: database checksum {self.tracker.checksum:016x} does not "
+                f"match LTX post-apply checksum {trailer.post_apply_checksum:016x}"
+            )
+        self.page_size = h.page_size
+        self.page_count = h.commit
+        self.pos = Pos(h.max_txid, trailer.post_apply_checksum)
+        self.timestamp_ms = h.timestamp
+        self._dirty.clear()
+        self._db_synced = True
+        result = CommitResult(
+            h.max_txid, trailer.post_apply_checksum, h.page_size, h.commit, h.timestamp, path
+        )
+        if self._on_commit is not None:
+            self._on_commit(self, result)
+        return result
+
+    def import_database(self, src_path: str) -> CommitResult:
+        """Replace the database content with a complete SQLite file (``litefs import``).
+
+        Writes one LTX file holding every page (a snapshot if the database is new) and applies it.
+        Raises StoreError without changing anything when ``src_path`` is not a SQLite database.
+        """
+        with open(src_path, "rb") as src:
+            raw = src.read(DATABASE_HEADER_SIZE)
+            try:
+                hdr = DatabaseHeader.parse(raw)
+            except SQLiteFormatError as exc:
+                raise StoreError(f"import {self.name}: not a SQLite database: {exc}") from exc
+            size = os.fstat(src.fileno()).st_size
+            page_size = hdr.page_size
+            if size % page_size:
+                raise StoreError(
+                    f"import {self.name}: file size {size} is not a multiple of the page size {page_size}"
+                )
+            commit = size // page_size
+            if hdr.page_count and hdr.page_count != commit:
+                raise StoreError(
+                    f"import {self.name}: header says {hdr.page_count} pages but the file has {commit}"
+                )
+            same_size = self.tracker is not None and self.page_size == page_size
+            txid = self.pos.txid + 1 if same_size else 1
+            header = Header(
+                flags=FLAG_COMPRESS_LZ4 if self.compress else 0,
+                page_size=page_size,
+                commit=commit,
+                min_txid=txid,
+                max_txid=txid,
+                timestamp=int(time.time() * 1000),
+                pre_apply_checksum=0 if txid == 1 else self.pos.post_apply_checksum,
+                node_id=self.node_id,
+            )
+            self._ensure_dirs()
+            if txid == 1:
+                self._remove_ltx_files()
+            path = self.ltx_path(txid, txid)
+            tmp = path + TMP_SUFFIX
+            try:
+                with open(tmp, "wb") as f:
+                    enc = Encoder(f, header)
+                    tracker = ChecksumTracker(page_size)
+                    lock = lock_pgno(page_size)
+                    for pgno in range(1, commit + 1):
+                        if pgno == lock:
+                            continue
+                        src.seek((pgno - 1) * page_size)
+                        data = src.read(page_size)
+                        enc.encode_page(pgno, data)
+                        tracker.set_page(pgno, data)
+                    enc.finish(tracker.checksum)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.rename(tmp, path)
+                _fsync_dir(self.ltx_dir)
+            except BaseException:
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
+                raise
+        if txid == 1:
+            self.tracker = None
+            self.pos = Pos(0, 0)
+        for kind in (FileKind.JOURNAL, FileKind.WAL, FileKind.SHM):
+            try:
+                os.unlink(self.backing_path(kind))
+            except FileNotFoundError:
+                pass
+        return self.apply_ltx_file(path)
+
+    def _remove_ltx_files(self) -> None:
+        for _, _, path in self.ltx_files():
+            os.unlink(path)
+
+    # -- export --------------------------------------------------------------------------------
+
+    def read_database(self) -> Iterable[bytes]:
+        """Yield the committed database content in chunks (pages 1..page count)."""
+        if self.page_size == 0 or self.page_count == 0:
+            return
+        total = self.page_size * self.page_count
+        with open(self.db_path, "rb") as f:
+            off = 0
+            while off < total:
+                chunk = f.read(min(1 << 20, total - off))
+                if not chunk:
+                    raise StoreError(f"export {self.name}: database file shorter than {total} bytes")
+                off += len(chunk)
+                yield chunk
+
+    # -- drop ----------------------------------------------------------------------------------
+
+    def drop(self) -> CommitResult | None:
+        """Delete the database (unlink of ``<db>`` on the primary).
+
+        Writes a deletion LTX file (commit 0, no pages, post-apply checksum = the empty checksum) so
+        the TXID keeps counting and replicas can follow, then removes the database, journal, WAL and
+        SHM files. The LTX directory stays.
+        """
+        if not self._writable():
+            raise ReadOnlyError("read only replica")
+        result = None
+        if self.pos.txid:
+            txid = self.pos.txid + 1
+            timestamp_ms = int(time.time() * 1000)
+            header = Header(
+                flags=FLAG_COMPRESS_LZ4 if self.compress else 0,
+                page_size=self.page_size,
+                commit=0,
+                min_txid=txid,
+                max_txid=txid,
+                timestamp=timestamp_ms,
+                pre_apply_checksum=self.pos.post_apply_checksum,
+                node_id=self.node_id,
+            )
+            path = self._write_ltx(header, (), EMPTY_DATABASE_CHECKSUM)
+            self.pos = Pos(txid, EMPTY_DATABASE_CHECKSUM)
+            self.timestamp_ms = timestamp_ms
+            result = CommitResult(txid, EMPTY_DATABASE_CHECKSUM, self.page_size, 0, timestamp_ms, path)
+        self.close()
+        for kind in (FileKind.DATABASE, FileKind.JOURNAL, FileKind.WAL, FileKind.SHM):
+            try:
+                os.unlink(self.backing_path(kind))
+            except FileNotFoundError:
+                pass
+        self.page_count = 0
+        if self.page_size:
+            self.tracker = ChecksumTracker(self.page_size)
+        self._dirty.clear()
+        if result is not None and self._on_commit is not None:
+            self._on_commit(self, result)
+        return result
+
+    def _write_ltx(self, header: Header, pages: Iterable[tuple[int, bytes]], post: int) -> str:
+        """Write a complete LTX file durably (temp file, fsync, rename, fsync directory)."""
+        self._ensure_dirs()
+        path = self.ltx_path(header.min_txid, header.max_txid)
+        tmp = path + TMP_SUFFIX
+        try:
+            with open(tmp, "wb") as f:
+                enc = Encoder(f, header)
+                for pgno, data in pages:
+                    enc.encode_page(pgno, data)
+                enc.finish(post)
+                f.flush()
+                if not self._skip_sync:
+                    os.fsync(f.fileno())
+            os.rename(tmp, path)
+            if not self._skip_sync:
+                _fsync_dir(self.ltx_dir)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+        return path
+
+    # -- recovery ------------------------------------------------------------------------------
+
+    def recover(self) -> None:
+        """Bring the database to a consistent state at startup (LiteFS ``DB.Open``, §4.10).
+
+        1. read the database header; 2. create ``ltx/``, remove ``shm`` and temp files; 3. verify the
+        newest LTX file completely; 4. (WAL reconciliation: see the WAL issue); 5. roll back a hot
+        journal; 6. build the page checksums; 7. re-apply the newest LTX file and require the database
+        checksum to equal its post-apply checksum. Raises RecoveryError with LiteFS's messages.
+        """
+        self._ensure_dirs()
+        for kind in (FileKind.SHM,):
+            try:
+                os.unlink(self.backing_path(kind))
+            except FileNotFoundError:
+                pass
+        for fname in os.listdir(self.ltx_dir):
+            if fname.endswith(TMP_SUFFIX):
+                os.unlink(os.path.join(self.ltx_dir, fname))
+
+        # 3. The newest LTX file must be intact.
+        files = self.ltx_files()
+        last = files[-1] if files else None
+        last_header: Header | None = None
+        if last is not None:
+            try:
+                with open(last[2], "rb") as f:
+                    dec = Decoder(f)
+                    last_header = dec.header
+                    dec.verify()
+            except (LTXError, OSError) as exc:
+                raise RecoveryError(
+                    f"open database({self.name!r}): sync wal to ltx: validate ltx: close reader: {exc}"
+                ) from exc
+
+        # 5. A hot journal means SQLite was interrupted mid-transaction: undo it.
+        if os.path.exists(self.journal_path):
+            if os.path.exists(self.db_path):
+                with open(self.journal_path, "rb") as jf, open(self.db_path, "r+b") as df:
+                    if rollback_journal(jf, df):
+                        log.info("%s: rolled back hot journal", self.name)
+                        df.flush()
+                        os.fsync(df.fileno())
+            os.unlink(self.journal_path)
+            _fsync_dir(self.path)
+
+        # 1. The database header (after rollback: the file now holds committed content only).
+        self.page_size = 0
+        self.page_count = 0
+        present = 0
+        if os.path.exists(self.db_path):
+            with open(self.db_path, "rb") as f:
+                raw = f.read(DATABASE_HEADER_SIZE)
+                size = os.fstat(f.fileno()).st_size
+            if raw:
+                try:
+                    hdr = DatabaseHeader.parse(raw)
+                except SQLiteFormatError:
+                    hdr = None
+                if hdr is None and last_header is None:
+                    log.warning("%s: invalid database header and no LTX files: resetting", self.name)
+                    os.truncate(self.db_path, 0)
+                elif hdr is not None:
+                    self.page_size = hdr.page_size
+                    self.page_count = hdr.page_count
+                    present = min(hdr.page_count, size // hdr.page_size)
+        if last_header is not None:
+            if self.page_size and self.page_size != last_header.page_size:
+                raise RecoveryError(
+                    f"open database({self.name!r}): page size {self.page_size} does not match "
+                    f"LTX page size {last_header.page_size}"
+                )
+            self.page_size = last_header.page_size
+
+        # 6. Page checksums of what is on disk (a short file is tolerated: the LTX may fill it).
+        if self.page_size:
+            self.tracker = ChecksumTracker(self.page_size)
+            if present:
+                with open(self.db_path, "rb") as f:
+                    self.tracker.load_from_file(f, present)
+        else:
+            self.tracker = None
+
+        # 7. Re-apply the newest LTX file and check the result.
+        self.pos = Pos(0, 0)
+        if last is not None and last_header is not None:
+            self._reapply(last[2], last_header)
+        elif self.tracker is not None and self.page_count:
+            log.warning("%s: database has no LTX files; the next commit will be a snapshot", self.name)
+        self._dirty.clear()
+        self._db_synced = True
+
+    def _reapply(self, path: str, header: Header) -> None:
+        assert self.tracker is not None
+        if header.commit == 0:  # the database was dropped
+            self.tracker.truncate(0)
+            self.page_count = 0
+            self.pos = Pos(header.max_txid, EMPTY_DATABASE_CHECKSUM)
+            self.timestamp_ms = header.timestamp
+            return
+        if not os.path.exists(self.db_path):
+            open(self.db_path, "ab").close()
+        fd = os.open(self.db_path, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            with open(path, "rb") as f:
+                dec = Decoder(f)
+                for pgno, data in dec.pages():
+                    os.pwrite(fd, data, (pgno - 1) * header.page_size)
+                    self.tracker.set_page(pgno, data)
+                trailer = dec.verify()
+            os.ftruncate(fd, header.commit * header.page_size)
+            self.tracker.truncate(header.commit)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            actual = self.tracker.checksum if header.commit else EMPTY_DATABASE_CHECKSUM
+        except LTXError:
+            actual = 0  # pages missing from the file that the LTX file does not restore
+        if actual != trailer.post_apply_checksum:
+            raise RecoveryError(
+                f"open database({self.name!r}): recover ltx: database checksum {actual:016x} on TXID "
+                f"{header.max_txid:016x} does not match LTX post-apply checksum "
+                f"{trailer.post_apply_checksum:016x}"
+            )
+        self.page_count = header.commit
+        self.pos = Pos(header.max_txid, trailer.post_apply_checksum)
+        self.timestamp_ms = header.timestamp
+
+    # -- info ----------------------------------------------------------------------------------
+
+    def pos_text(self) -> bytes:
+        """Content of ``<db>-pos``."""
+        return f"{self.pos.txid:016x}/{self.pos.post_apply_checksum:016x}\n".encode()
+
+    def info(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "txid": f"{self.pos.txid:016x}",
+            "checksum": f"{self.pos.post_apply_checksum:016x}",
+            "pageSize": self.page_size,
+            "pageCount": self.page_count,
+            "stats": {
+                "commits": self.stats.commits,
+                "ltxBytes": self.stats.ltx_bytes,
+                "pagesWritten": self.stats.pages_written,
+                "rollbacksIgnored": self.stats.rollbacks_ignored,
+                "commitSeconds": round(self.stats.commit_seconds, 6),
+            },
+        }
+
+
+__all__ = [
+    "CommitError",
+    "CommitResult",
+    "Database",
+    "ReadOnlyError",
+    "RecoveryError",
+    "StoreError",
+    "VerifyError",
+]

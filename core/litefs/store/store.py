@@ -1,0 +1,230 @@
+"""The store: every database of the node, the node and cluster IDs, the role, and event fan-out."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from litefs.events import PrimaryChangeEvent, TxEvent, init_event_json
+from litefs.store.database import CommitResult, Database, StoreError
+from litefs.store.names import is_valid_db_name
+
+log = logging.getLogger("litefs.store")
+
+#: Events buffered per ``/events`` subscriber before it is disconnected (LiteFS: 1024).
+SUBSCRIBER_BUFFER = 1024
+
+CLUSTER_ID_PREFIX = "LFSC"
+
+
+def new_cluster_id() -> str:
+    """``LFSC`` + 16 uppercase hex digits (LiteFS §5.8)."""
+    return CLUSTER_ID_PREFIX + secrets.token_hex(8).upper()
+
+
+def is_valid_cluster_id(value: str) -> bool:
+    rest = value[len(CLUSTER_ID_PREFIX) :]
+    return (
+        value.startswith(CLUSTER_ID_PREFIX) and len(rest) == 16 and all(c in "0123456789ABCDEF" for c in rest)
+    )
+
+
+class Subscriber:
+    """One ``/events`` listener: a bounded channel of JSON-able dicts."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._send, self.receive = trio.open_memory_channel[dict[str, Any]](SUBSCRIBER_BUFFER)
+        self.overflowed = False
+
+    def push(self, item: dict[str, Any]) -> None:
+        try:
+            self._send.send_nowait(item)
+        except trio.WouldBlock:
+            # A reader that cannot keep up is dropped (LiteFS disconnects it too).
+            self.overflowed = True
+            self.close()
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            self.close()
+
+    def close(self) -> None:
+        self._store._subscribers.discard(self)
+        self._send.close()
+
+
+class Store:
+    """All databases under ``<data.dir>/dbs`` plus the node's identity and role."""
+
+    def __init__(
+        self,
+        data_dir: str,
+        *,
+        node_id: int | None = None,
+        compress: bool = True,
+        strict_verify: bool = False,
+        skip_sync: bool = False,
+    ) -> None:
+        self.data_dir = data_dir
+        self.dbs_dir = os.path.join(data_dir, "dbs")
+        self.node_id = node_id if node_id is not None else secrets.randbits(64)
+        self.compress = compress
+        self.strict_verify = strict_verify
+        self.skip_sync = skip_sync
+        self.cluster_id = ""
+        self.is_primary = False
+        self.primary_hostname = ""
+        self._dbs: dict[str, Database] = {}
+        self._subscribers: set[Subscriber] = set()
+        #: Called with every TxEvent after it is published (the node calls the plugin hook here).
+        self.commit_listeners: list[Callable[[TxEvent], None]] = []
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Create the data directory, read the cluster ID, and recover every database."""
+        os.makedirs(self.dbs_dir, exist_ok=True)
+        legacy = os.path.join(self.data_dir, "id")
+        if os.path.exists(legacy):  # LiteFS issue #361: node IDs are no longer persisted
+            os.unlink(legacy)
+        self.cluster_id = self._read_cluster_id()
+        for name in sorted(os.listdir(self.dbs_dir)):
+            if not os.path.isdir(os.path.join(self.dbs_dir, name)):
+                continue
+            db = self._new_db(name)
+            db.recover()
+            self._dbs[name] = db
+
+    def close(self) -> None:
+        for db in self._dbs.values():
+            db.close()
+        for sub in list(self._subscribers):
+            sub.close()
+
+    def _read_cluster_id(self) -> str:
+        path = os.path.join(self.data_dir, "clusterid")
+        try:
+            with open(path) as f:
+                value = f.read().strip()
+        except FileNotFoundError:
+            return ""
+        if not is_valid_cluster_id(value):
+            raise StoreError(f"invalid cluster id {value!r} in {path}")
+        return value
+
+    def ensure_cluster_id(self) -> str:
+        """Create and persist a cluster ID if this node has none (done by the first primary)."""
+        if not self.cluster_id:
+            self.set_cluster_id(new_cluster_id())
+        return self.cluster_id
+
+    def set_cluster_id(self, value: str) -> None:
+        if not is_valid_cluster_id(value):
+            raise StoreError(f"invalid cluster id {value!r}")
+        path = os.path.join(self.data_dir, "clusterid")
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(value + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(tmp, path)
+        self.cluster_id = value
+
+    # -- databases -----------------------------------------------------------------------------
+
+    def _new_db(self, name: str) -> Database:
+        return Database(
+            name,
+            os.path.join(self.dbs_dir, name),
+            compress=self.compress,
+            node_id=self.node_id,
+            writable=lambda: self.is_primary,
+            on_commit=self._on_commit,
+            strict_verify=self.strict_verify,
+            skip_sync=self.skip_sync,
+        )
+
+    def db(self, name: str) -> Database | None:
+        return self._dbs.get(name)
+
+    def dbs(self) -> list[Database]:
+        """Databases sorted by name."""
+        return [self._dbs[k] for k in sorted(self._dbs)]
+
+    def database_names(self) -> list[str]:
+        return sorted(self._dbs)
+
+    def create_db(self, name: str) -> Database:
+        """The database called ``name``, created (directory only) if it does not exist yet."""
+        db = self._dbs.get(name)
+        if db is not None:
+            return db
+        if not is_valid_db_name(name):
+            raise StoreError(f"invalid database name {name!r}")
+        db = self._new_db(name)
+        os.makedirs(db.ltx_dir, exist_ok=True)
+        self._dbs[name] = db
+        return db
+
+    def drop_db(self, name: str) -> None:
+        """Delete a database (its LTX directory stays, holding the deletion LTX file)."""
+        db = self._dbs.get(name)
+        if db is None:
+            raise StoreError(f"database not found: {name}")
+        db.drop()
+
+    # -- events --------------------------------------------------------------------------------
+
+    def _on_commit(self, db: Database, result: CommitResult) -> None:
+        event = TxEvent(
+            db=db.name,
+            txid=result.txid,
+            post_apply_checksum=result.post_apply_checksum,
+            page_size=result.page_size,
+            commit=result.commit,
+            timestamp_ms=result.timestamp_ms,
+            ltx_path=result.ltx_path,
+            local=result.local,
+        )
+        self.publish(event.to_json())
+        for listener in self.commit_listeners:
+            try:
+                listener(event)
+            except Exception:  # a plugin must never break the commit path
+                log.exception("commit listener failed")
+
+    def set_primary(self, is_primary: bool, hostname: str) -> None:
+        changed = (is_primary, hostname) != (self.is_primary, self.primary_hostname)
+        self.is_primary = is_primary
+        self.primary_hostname = hostname
+        if changed:
+            self.publish(PrimaryChangeEvent(is_primary, hostname).to_json())
+
+    def publish(self, item: dict[str, Any]) -> None:
+        for sub in list(self._subscribers):
+            sub.push(item)
+
+    def subscribe(self) -> Subscriber:
+        """A new ``/events`` subscriber; its first item is the ``init`` event."""
+        sub = Subscriber(self)
+        self._subscribers.add(sub)
+        sub.push(init_event_json(self.is_primary, self.primary_hostname))
+        return sub
+
+    # -- info ----------------------------------------------------------------------------------
+
+    def debug_vars(self) -> dict[str, Any]:
+        return {
+            "isPrimary": self.is_primary,
+            "nodeID": f"{self.node_id:016X}",
+            "clusterID": self.cluster_id,
+            "dbs": {db.name: db.info() for db in self.dbs()},
+        }
+
+    def dumps(self) -> str:
+        return json.dumps(self.debug_vars(), indent=2)
