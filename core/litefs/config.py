@@ -305,7 +305,11 @@ _EXPR_DOUBLE = re.compile(rf'({_W}){_S}(==|!=){_S}"([^\n]*)"')
 _EXPR_VAR = re.compile(rf"({_W}){_S}(==|!=){_S}({_W})")
 
 # Go's strings.TrimSpace trims what unicode.IsSpace accepts (not quite Python's str.isspace).
-_GO_SPACE = "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+_GO_SPACE = (
+    "\t\n\v\f\r \x85\xa0\u1680"
+    "\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a"
+    "\u2028\u2029\u202f\u205f\u3000"
+)
 
 _SHELL_SPECIAL = set("*#$@!?-0123456789")
 
