@@ -1,0 +1,393 @@
+"""The etcd lease: a v3 lease bound to a create-if-absent key, through etcd's JSON gateway.
+
+* acquire: ``POST /v3/lease/grant`` (TTL), then one ``/v3/kv/txn`` that puts the key with that
+  lease only if the key does not exist (``create_revision == 0``); on failure the same txn returns
+  the current holder and the fresh lease is revoked;
+* renew: ``/v3/lease/keepalive``; etcd answers an unknown (expired or revoked) lease with TTL 0,
+  which becomes :class:`~litefs.lease.LeaseExpiredError`;
+* release: ``/v3/lease/revoke``, which deletes the key at once;
+* the value is LiteFS's JSON ``{"hostname", "advertise-url"}``, the cluster ID is the plain key
+  ``<key>/clusterid`` (no lease, so it outlives primaries).
+
+In the JSON gateway keys and values are base64 and 64-bit integers are decimal strings. Several
+endpoints may be given: a request that cannot reach one (connection error, timeout, 5xx such as
+"no leader") moves to the next, and later requests keep using the one that answered.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import time
+from typing import Any
+
+import httpx
+import trio
+
+from litefs.lease import LeaseError, LeaseExpiredError, NoPrimaryError, PrimaryExistsError, PrimaryInfo
+
+log = logging.getLogger(__name__)
+
+#: Seconds one HTTP request to etcd may take (a member re-electing its leader can stall ~2 s).
+REQUEST_TIMEOUT = 3.0
+#: Longest a clean release may take during shutdown, even inside a cancelled scope.
+RELEASE_TIMEOUT = 5.0
+
+
+class EtcdConfigError(LeaseError, ValueError):
+    """``lease.etcd`` (or the node's hostname / advertise URL) is not usable."""
+
+
+class EtcdUnavailableError(LeaseError):
+    """No endpoint answered; the caller should retry later."""
+
+
+class EtcdRequestError(LeaseError):
+    """etcd answered with an error (``code`` is the gRPC status code)."""
+
+    def __init__(self, message: str, code: int | None, status: int) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status = status
+
+
+def _b64(data: str | bytes) -> str:
+    return base64.b64encode(data.encode() if isinstance(data, str) else data).decode()
+
+
+def _unb64(data: str | None) -> bytes:
+    return base64.b64decode(data) if data else b""
+
+
+def _first_json(text: str) -> dict[str, Any]:
+    """The first JSON object of a (possibly streamed, newline-separated) gateway response."""
+    obj, _end = json.JSONDecoder().raw_decode(text.lstrip())
+    if not isinstance(obj, dict):
+        raise ValueError("not a JSON object")
+    return obj
+
+
+class EtcdClient:
+    """A minimal etcd v3 JSON-gateway client over several endpoints."""
+
+    def __init__(
+        self,
+        endpoints: list[str],
+        *,
+        timeout: float = REQUEST_TIMEOUT,
+        username: str = "",
+        password: str = "",
+    ) -> None:
+        if not endpoints:
+            raise EtcdConfigError("must specify at least one etcd endpoint (lease.etcd.endpoints)")
+        self.endpoints = [_normalise_endpoint(e) for e in endpoints]
+        self.current = 0
+        """Index of the endpoint requests go to first (the last one that answered)."""
+        self._timeout = timeout
+        self._username = username
+        self._password = password
+        self._token = ""
+        self._http = httpx.AsyncClient(timeout=timeout)
+
+    async def call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST ``body`` to ``path`` on the first endpoint that answers; return the JSON answer."""
+        failures = []
+        for _ in range(len(self.endpoints)):
+            endpoint = self.endpoints[self.current]
+            try:
+                resp = await self._post(endpoint, path, body)
+            except httpx.TransportError as exc:
+                failures.append(f"{endpoint}: {type(exc).__name__} {exc}".rstrip())
+                self._rotate(endpoint)
+                continue
+            if resp.status_code >= 500:
+                failures.append(f"{endpoint}: HTTP {resp.status_code} {resp.text.strip()[:200]}")
+                self._rotate(endpoint)
+                continue
+            try:
+                data = _first_json(resp.text)
+            except ValueError as exc:
+                raise EtcdRequestError(
+                    f"etcd {path} at {endpoint}: unreadable answer ({exc}): {resp.text[:200]!r}",
+                    None,
+                    resp.status_code,
+                ) from None
+            error = data.get("error")
+            if resp.status_code != 200 or error is not None:
+                err = error if isinstance(error, dict) else data
+                code = err.get("grpc_code", err.get("code"))
+                message = err.get("message", resp.text.strip()[:200])
+                raise EtcdRequestError(f"etcd {path} at {endpoint}: {message}", code, resp.status_code)
+            return data
+        raise EtcdUnavailableError(f"no etcd endpoint answered {path}: " + "; ".join(failures))
+
+    async def _post(self, endpoint: str, path: str, body: dict[str, Any]) -> httpx.Response:
+        headers = {}
+        if self._username:
+            if not self._token:
+                resp = await self._http.post(
+                    f"{endpoint}/v3/auth/authenticate",
+                    json={"name": self._username, "password": self._password},
+                )
+                if resp.status_code != 200:
+                    raise EtcdRequestError(
+                        f"etcd authentication as {self._username!r} at {endpoint} failed: {resp.text.strip()[:200]}",
+                        None,
+                        resp.status_code,
+                    )
+                self._token = resp.json()["token"]
+            headers["Authorization"] = self._token
+        return await self._http.post(f"{endpoint}{path}", json=body, headers=headers)
+
+    def _rotate(self, failed: str) -> None:
+        if self.endpoints[self.current] == failed:
+            self.current = (self.current + 1) % len(self.endpoints)
+            log.info("etcd: %s failed, trying %s", failed, self.endpoints[self.current])
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+
+def _normalise_endpoint(endpoint: str) -> str:
+    endpoint = endpoint.strip().rstrip("/")
+    if "://" not in endpoint:
+        endpoint = f"http://{endpoint}"  # etcdctl-style host:port
+    return endpoint
+
+
+class EtcdLease:
+    """A held etcd lease (its decimal ID) that keeps the lease key."""
+
+    def __init__(self, leaser: EtcdLeaser, lease_id: str, ttl: float, renewed_at: float) -> None:
+        self._leaser = leaser
+        self._id = lease_id
+        self._ttl = ttl
+        self._renewed_at = renewed_at
+        self._handed_off = False
+        self._closed = False
+
+    @property
+    def id(self) -> str:
+        return self._id
+
+    @property
+    def ttl(self) -> float:
+        return self._ttl
+
+    @property
+    def renewed_at(self) -> float:
+        return self._renewed_at
+
+    async def renew(self) -> None:
+        """Keep the lease alive; :class:`LeaseExpiredError` once etcd has dropped it."""
+        if self._closed:
+            raise LeaseExpiredError(f"etcd lease {self._id} was released")
+        started = time.monotonic()  # etcd counts the TTL from after this instant
+        self._ttl = await self._leaser._keepalive(self._id)
+        self._renewed_at = started
+
+    async def handoff(self, node_id: int) -> None:
+        """Renew once more; from now on :meth:`close` leaves the lease to the new primary."""
+        await self.renew()
+        self._handed_off = True
+
+    async def close(self) -> None:
+        """Revoke the lease (deleting the key) unless handed off; runs even while cancelled."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._handed_off:
+            return
+        with trio.move_on_after(RELEASE_TIMEOUT, shield=True):
+            try:
+                await self._leaser._revoke(self._id)
+            except LeaseError as exc:
+                log.warning("etcd: could not revoke lease %s: %s", self._id, exc)
+
+
+class EtcdLeaser:
+    """The etcd lease backend of one node (``lease.type: etcd``)."""
+
+    type = "etcd"
+
+    def __init__(
+        self,
+        endpoints: list[str],
+        key: str,
+        *,
+        hostname: str,
+        advertise_url: str,
+        ttl: float = 10.0,
+        extra: dict[str, Any] | None = None,
+        timeout: float = REQUEST_TIMEOUT,
+        username: str = "",
+        password: str = "",
+    ) -> None:
+        if not key:
+            raise EtcdConfigError("must specify an etcd key (lease.etcd.key)")
+        if not hostname:
+            raise EtcdConfigError("must specify a hostname for this node")
+        if not advertise_url:
+            raise EtcdConfigError("must specify an advertise URL for this node")
+        if ttl < 1:
+            raise EtcdConfigError(f"etcd ttl must be at least 1s, got: {ttl}s")
+        self.key = key
+        self.cluster_id_key = f"{key}/clusterid"
+        self.requested_ttl = ttl
+        self._info = PrimaryInfo(hostname, advertise_url, dict(extra or {}))
+        self._value = json.dumps(self._info.to_json(), separators=(",", ":"))
+        self.client = EtcdClient(endpoints, timeout=timeout, username=username, password=password)
+
+    @property
+    def hostname(self) -> str:
+        return self._info.hostname
+
+    @property
+    def advertise_url(self) -> str:
+        return self._info.advertise_url
+
+    # -- lease primitives -------------------------------------------------------------------
+
+    async def _grant(self) -> tuple[str, float]:
+        # etcd grants TTLs as whole seconds and may raise a small one to its minimum.
+        answer = await self.client.call("/v3/lease/grant", {"TTL": str(max(1, round(self.requested_ttl)))})
+        return str(answer["ID"]), float(answer["TTL"])
+
+    async def _keepalive(self, lease_id: str) -> float:
+        answer = await self.client.call("/v3/lease/keepalive", {"ID": lease_id})
+        ttl = float(answer.get("result", {}).get("TTL", 0))
+        if ttl <= 0:
+            raise LeaseExpiredError(f"etcd lease {lease_id} expired or was revoked (key {self.key})")
+        return ttl
+
+    async def _revoke(self, lease_id: str) -> None:
+        try:
+            await self.client.call("/v3/lease/revoke", {"ID": lease_id})
+        except EtcdRequestError as exc:
+            if exc.status != 404:  # already gone is fine
+                raise
+
+    async def _range(self, key: str) -> dict[str, Any] | None:
+        answer = await self.client.call("/v3/kv/range", {"key": _b64(key)})
+        kvs = answer.get("kvs") or []
+        return kvs[0] if kvs else None
+
+    def _put_if_absent(self, key: str, value: str, lease_id: str | None) -> dict[str, Any]:
+        put: dict[str, Any] = {"key": _b64(key), "value": _b64(value)}
+        if lease_id is not None:
+            put["lease"] = lease_id
+        return {
+            "compare": [{"key": _b64(key), "target": "CREATE", "create_revision": "0"}],
+            "success": [{"request_put": put}],
+            "failure": [{"request_range": {"key": _b64(key)}}],
+        }
+
+    @staticmethod
+    def _txn_holder(answer: dict[str, Any]) -> dict[str, Any] | None:
+        for response in answer.get("responses") or []:
+            kvs = (response.get("response_range") or {}).get("kvs") or []
+            if kvs:
+                return kvs[0]
+        return None
+
+    def _describe(self, kv: dict[str, Any] | None) -> str:
+        if kv is None:
+            return "nobody"
+        try:
+            return PrimaryInfo.from_json(json.loads(_unb64(kv.get("value")))).hostname or "?"
+        except ValueError:
+            return "?"
+
+    # -- Leaser ------------------------------------------------------------------------------
+
+    async def acquire(self) -> EtcdLease:
+        """Grant a lease and create the key with it; :class:`PrimaryExistsError` if the key exists."""
+        started = time.monotonic()
+        lease_id, ttl = await self._grant()
+        try:
+            answer = await self.client.call(
+                "/v3/kv/txn", self._put_if_absent(self.key, self._value, lease_id)
+            )
+        except BaseException:
+            with trio.move_on_after(RELEASE_TIMEOUT, shield=True):
+                try:
+                    await self._revoke(lease_id)
+                except LeaseError:
+                    pass
+            raise
+        if not answer.get("succeeded"):
+            with trio.move_on_after(RELEASE_TIMEOUT, shield=True):
+                try:
+                    await self._revoke(lease_id)
+                except LeaseError:
+                    pass  # it expires by itself after its TTL
+            holder = self._describe(self._txn_holder(answer))
+            raise PrimaryExistsError(f"etcd key {self.key} is held by {holder}")
+        return EtcdLease(self, lease_id, ttl, started)
+
+    async def acquire_existing(self, lease_id: str) -> EtcdLease:
+        """Adopt a lease handed over by the old primary: keep it alive and put our value under it."""
+        started = time.monotonic()
+        ttl = await self._keepalive(lease_id)
+        key = _b64(self.key)
+        put = {"request_put": {"key": key, "value": _b64(self._value), "lease": lease_id}}
+        answer = await self.client.call(
+            "/v3/kv/txn",
+            {
+                # The key must still be attached to this very lease (or be gone, then we create it).
+                "compare": [{"key": key, "target": "LEASE", "lease": lease_id}],
+                "success": [put],
+                "failure": [{"request_range": {"key": key}}],
+            },
+        )
+        if not answer.get("succeeded"):
+            holder = self._txn_holder(answer)
+            if holder is not None:
+                raise PrimaryExistsError(
+                    f"etcd key {self.key} is held by {self._describe(holder)}, not by lease {lease_id}"
+                )
+            answer = await self.client.call(
+                "/v3/kv/txn", self._put_if_absent(self.key, self._value, lease_id)
+            )
+            if not answer.get("succeeded"):
+                raise PrimaryExistsError(
+                    f"etcd key {self.key} is held by {self._describe(self._txn_holder(answer))}"
+                )
+        return EtcdLease(self, lease_id, ttl, started)
+
+    async def primary_info(self) -> PrimaryInfo:
+        kv = await self._range(self.key)
+        raw = _unb64(kv.get("value")) if kv else b""
+        if not raw:
+            raise NoPrimaryError(f"no primary holds etcd key {self.key}")
+        try:
+            value = json.loads(raw)
+            if not isinstance(value, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as exc:
+            raise LeaseError(f"etcd key {self.key} holds an unreadable primary value: {exc}") from exc
+        return PrimaryInfo.from_json(value)
+
+    async def cluster_id(self) -> str:
+        kv = await self._range(self.cluster_id_key)
+        return _unb64(kv.get("value")).decode() if kv else ""
+
+    async def set_cluster_id(self, cluster_id: str) -> None:
+        """Store the cluster ID once (create-only). The same ID again is a no-op; another one fails."""
+        if not cluster_id:
+            raise LeaseError("cluster ID must not be empty")
+        answer = await self.client.call(
+            "/v3/kv/txn", self._put_if_absent(self.cluster_id_key, cluster_id, None)
+        )
+        if answer.get("succeeded"):
+            return
+        holder = self._txn_holder(answer)
+        current = _unb64(holder.get("value")).decode() if holder else ""
+        if current != cluster_id:
+            raise LeaseError(
+                f"lease already initialized with different ID: {current!r} at {self.cluster_id_key}, not {cluster_id!r}"
+            )
+
+    async def close(self) -> None:
+        await self.client.aclose()
