@@ -967,7 +967,8 @@ class _Converter:
                 continue
             if value == option and type(value) is type(option):
                 return option
-        raise _TypeProblem(f"expected {_type_name(Literal[options])}, found {_describe(node)}")  # type: ignore[valid-type]
+        expected = _type_name(Literal[options])  # type: ignore[valid-type]
+        raise _TypeProblem(f"expected {expected}, found {_describe(node)}")
 
     def duration(self, node: yaml.ScalarNode) -> float:
         kind, value = _scalar_kind(node)

@@ -784,7 +784,8 @@ def test_secret_from_file(tmp_path: Path) -> None:
     (tmp_path / "secrets" / "token").write_text("tok3n\n")
     path = tmp_path / "litefs.yml"
     path.write_text(
-        f'lease:\n  consul:\n    url: {{"$file": "secrets/token"}}\n  foo:\n    token: {{"$file": "{tmp_path}/secrets/token"}}\n'
+        'lease:\n  consul:\n    url: {"$file": "secrets/token"}\n'
+        f'  foo:\n    token: {{"$file": "{tmp_path}/secrets/token"}}\n'
     )
     config = load_config(path, environ={"HOSTNAME": "h"}, sections={**SECTIONS, "lease.foo": FooLease})
     assert config.section("lease.consul").url == "tok3n"  # relative to the config file's directory
@@ -849,7 +850,7 @@ def test_dump_yaml_is_plain_yaml() -> None:
     assert data["fuse"] == {"dir": "/litefs", "allow-other": False, "debug": False}
 
 
-# --- finding and loading the file -----------------------------------------------------------------------------
+# --- finding and loading the file ------------------------------------------------------------------
 
 
 def test_search_path_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
