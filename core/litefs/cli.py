@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 from dataclasses import dataclass, field
 from typing import Any
@@ -204,8 +205,9 @@ def mount_command(
         raise click.UsageError("too many arguments, specify a '--' to specify an exec command")
     config, registry = load_node_config(config_path, no_expand_env)
     if command:
-        # LiteFS joins the words after -- into one command line that replaces `exec`.
-        config.sections["exec"] = " ".join(command)
+        # The words after -- replace `exec`. LiteFS joins them with bare spaces, which loses quoting
+        # (`-- sh -c "exit 5"` would run `sh -c exit 5`); quoting each word keeps them as given.
+        config.sections["exec"] = shlex.join(command)
     if fuse_debug:
         config.fuse.debug = True
     if debug:

@@ -86,6 +86,10 @@ class NodeHandle(Protocol):
 
     async def wait_ready(self) -> None: ...
 
+    def request_shutdown(self, exit_code: int = 0) -> None:
+        """Ask the node to unmount and exit with ``exit_code`` (the first non-zero code wins)."""
+        ...
+
 
 # --- registration hooks (called once, when the plugin manager is built) ----------------------
 
