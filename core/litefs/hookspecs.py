@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
     from litefs.config import Config
     from litefs.events import PrimaryChangeEvent, TxEvent
-    from litefs.lease import LeaseContext, Leaser
+    from litefs.lease import LeaseContext, Leaser, PrimaryInfo
 
 PROJECT = "litefs"
 ENTRY_POINT_GROUP = "litefs"
@@ -64,6 +64,12 @@ class NodeHandle(Protocol):
     @property
     def primary_hostname(self) -> str:
         """Hostname of the current primary ("" if unknown; this node's own when primary)."""
+        ...
+
+    @property
+    def primary_info(self) -> PrimaryInfo | None:
+        """The lease value of the current primary (hostname, advertise URL, extensions such as
+        ``proxy-url``); this node's own when it is primary; ``None`` when no primary is known."""
         ...
 
     @property
