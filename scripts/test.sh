@@ -6,4 +6,8 @@ cd "$(dirname "$0")/.."
 awk '$3 ~ /^fuse/ && $2 ~ /litefs|pytest/ {print $2}' /proc/mounts | while read -r mnt; do
     fusermount3 -u -z "$mnt" 2>/dev/null || true
 done
+# Real services: Consul (Debian bullseye's .deb, fetched through this machine's own mirror) and etcd.
+# The test fixtures start their own instances on free loopback ports; this only installs what is
+# missing, once, so a failed download is reported here (the Consul tests then skip loudly).
+bash scripts/services.sh install || echo "test: WARNING: could not install every service; tests that need one will skip" >&2
 exec .venv/bin/python -m pytest "$@"
