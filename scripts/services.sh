@@ -61,6 +61,8 @@ install_consul() {
     echo "deb $mirror bullseye main" >"$tmp/sources.list"
     local opts=(-o "Dir::Etc::sourcelist=$tmp/sources.list" -o "Dir::Etc::sourceparts=-"
         -o "Dir::State::Lists=$tmp/lists" -o "Dir::Cache=$tmp/cache")
+    # The private dirs belong to us, not to apt's sandbox user.
+    [ "$(id -u)" -ne 0 ] || opts+=(-o "APT::Sandbox::User=root")
     log "fetching consul (Debian bullseye) through a temporary sources list"
     if apt-get -q "${opts[@]}" update >"$tmp/log" 2>&1 \
         && (cd "$tmp/out" && apt-get -q "${opts[@]}" download consul >>"$tmp/log" 2>&1); then
@@ -83,7 +85,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 
 wait_http() { # url expected-substring seconds
     local deadline=$((SECONDS + $3))
-    until curl -fsS "$1" 2>/dev/null | grep -q "$2"; do
+    until python3 -c 'import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=1).read().decode())' "$1" 2>/dev/null | grep -q "$2"; do
         [ $SECONDS -lt $deadline ] || { log "timed out waiting for $1"; return 1; }
         sleep 0.1
     done
