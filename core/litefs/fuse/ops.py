@@ -463,7 +463,9 @@ class LiteFSOperations(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.EACCES)
         dbname, kind = self._parse(name)
         if kind in (FileKind.POS, FileKind.LOCK):
-            raise pyfuse3.FUSEError(errno.ENOSYS)
+            # LiteFS says ENOSYS, but from create() the kernel takes ENOSYS as "create is not
+            # implemented" and falls back to mknod+open for every later create of the mount.
+            raise pyfuse3.FUSEError(errno.EPERM)
         if kind is FileKind.DATABASE:
             db = self.store.create_db(dbname)
         else:

@@ -474,7 +474,8 @@ class Database:
             for pgno, data in dec.pages():
                 os.pwrite(db_fd, data, (pgno - 1) * h.page_size)
                 self.tracker.set_page(pgno, data)
-            trailer = dec.verify()
+            trailer = dec.trailer
+            assert trailer is not None
         os.ftruncate(db_fd, h.commit * h.page_size)
         self.tracker.truncate(h.commit)
         if not self._skip_sync:
@@ -767,7 +768,8 @@ class Database:
                 for pgno, data in dec.pages():
                     os.pwrite(fd, data, (pgno - 1) * header.page_size)
                     self.tracker.set_page(pgno, data)
-                trailer = dec.verify()
+                trailer = dec.trailer
+                assert trailer is not None
             os.ftruncate(fd, header.commit * header.page_size)
             self.tracker.truncate(header.commit)
             os.fsync(fd)
