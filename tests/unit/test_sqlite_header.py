@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import struct
 from pathlib import Path
@@ -10,12 +11,7 @@ import pytest
 
 from litefs.sqlite import SQLITE_HEADER_MAGIC, DatabaseHeader, SQLiteFormatError, lock_page
 
-FIXTURE_DB = (
-    Path(__file__).resolve().parents[2].parent
-    / "shared"
-    / "ltx-fixtures"
-    / ("litefs-store-open-and-write-snapshot/database")
-)
+FIXTURE_DB = Path(os.environ["LITEFS_LTX_FIXTURES"]) / "litefs-store-open-and-write-snapshot" / "database"
 
 
 def test_fixture_database_header() -> None:

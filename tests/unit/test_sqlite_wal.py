@@ -6,6 +6,7 @@ Checked against the upstream LiteFS WAL fixtures and against WAL files written b
 from __future__ import annotations
 
 import io
+import os
 import shutil
 import sqlite3
 import struct
@@ -28,7 +29,7 @@ from litefs.sqlite import (
     wal_checksum,
 )
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "ltx-fixtures" / "litefs-wal-reader"
+FIXTURES = Path(os.environ["LITEFS_LTX_FIXTURES"]) / "litefs-wal-reader"
 
 
 def wal_fixture(name: str) -> bytes:
