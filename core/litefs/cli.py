@@ -232,6 +232,9 @@ def _register_optional_commands() -> None:
         pass
     else:
         cli.add_command(ltx_group, "ltx")
+    from litefs.runcmd import run_command
+
+    cli.add_command(run_command, "run")
     try:
         from litefs.http.commands import export_command, import_command
     except ImportError:
