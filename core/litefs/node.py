@@ -135,8 +135,14 @@ class Node:
         db = self.store.db(name)
         existing = db is not None and db.exists() and db.page_count > 0
         if not existing:
+            created = db is None
             db = self.store.create_db(name)
-            db.import_database(src_path)
+            try:
+                db.import_database(src_path)
+            except BaseException:
+                if created:
+                    self.store.discard_db(name)
+                raise
         else:
             assert db is not None
             async with sqlite_lock(os.path.join(self.mount_dir, name), exclusive=True):

@@ -14,7 +14,7 @@ import pytest
 from litefs.ltx import Decoder, database_checksum
 from litefs.testing import LiteFSNode
 
-from .conftest import JOURNAL_MODES, PAGE_SIZES, SQLConn, SQLError, backing_checksum
+from .conftest import JOURNAL_MODES, PAGE_SIZES, SQLConn, backing_checksum
 
 MODES = [pytest.param(m, p, id=f"{m}-{p}") for m in JOURNAL_MODES for p in PAGE_SIZES]
 
@@ -232,13 +232,17 @@ def test_drop_database(node: LiteFSNode, connect) -> None:
     assert_consistent(node, c2)
 
 
-def test_write_error_reaches_sqlite_as_error(node: LiteFSNode, connect) -> None:
-    """Names that cannot be files are refused with a clear errno, not a crash of the mount."""
-    with pytest.raises(OSError):
-        open(node.path("db-lock"), "w")
+def test_names_that_are_not_files_are_refused(node: LiteFSNode, connect) -> None:
+    """Synthesised names refuse creation and writes with an errno; the mount keeps working."""
     c = connect(node.path("db"))
     c.execute("CREATE TABLE t (x)")
-    with pytest.raises(SQLError):
-        c.execute("ATTACH 'x-pos' AS bad")
-        c.execute("CREATE TABLE bad.u (y)")
+    with pytest.raises(PermissionError):
+        open(node.path("db-lock"), "w")
+    with pytest.raises(PermissionError):
+        open(node.path("new-pos"), "w")
+    with pytest.raises(OSError):
+        os.rename(node.path("db"), node.path("db2"))
+    with open(node.path("db-lock"), "rb") as f:
+        assert f.read() == b""
+    c.execute("INSERT INTO t VALUES (1)")
     assert node.get("/info").status_code == 200

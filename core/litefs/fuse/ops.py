@@ -447,6 +447,8 @@ class LiteFSOperations(pyfuse3.Operations):
         if kind is FileKind.POS:
             h = Handle(kind, db, content=db.pos_text())
         elif kind is FileKind.LOCK:
+            if flags & os.O_ACCMODE != os.O_RDONLY:
+                raise pyfuse3.FUSEError(errno.EACCES)  # mode 0444, also for root
             h = Handle(kind, db)
         else:
             # Replicas may open the database read-write, as in LiteFS: the writes then fail.

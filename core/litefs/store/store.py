@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import secrets
+import shutil
 from collections.abc import Callable
 from typing import Any
 
@@ -170,6 +171,13 @@ class Store:
         os.makedirs(db.ltx_dir, exist_ok=True)
         self._dbs[name] = db
         return db
+
+    def discard_db(self, name: str) -> None:
+        """Forget a database that was created but never got content (a failed import)."""
+        db = self._dbs.pop(name, None)
+        if db is not None:
+            db.close()
+            shutil.rmtree(db.path, ignore_errors=True)
 
     def drop_db(self, name: str) -> None:
         """Delete a database (its LTX directory stays, holding the deletion LTX file)."""
