@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -58,3 +60,19 @@ def sample(families: dict[str, Any], family: str, sample_name: str | None = None
 def ltx_on_disk(node: LiteFSNode, db: str) -> tuple[int, int]:
     files = node.ltx_files(db)
     return len(files), sum(os.path.getsize(os.path.join(node.ltx_dir(db), f)) for f in files)
+
+
+DASHBOARD = Path(__file__).resolve().parents[3] / "grafana" / "litefs-dashboard.json"
+
+
+def dashboard_queries() -> list[str]:
+    """Every PromQL expression of the Grafana dashboard, with its variables filled in."""
+    dash = json.loads(DASHBOARD.read_text())
+    exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    exprs += [a["expr"] for a in dash["annotations"]["list"]]
+    exprs += [v["query"] for v in dash["templating"]["list"] if v["type"] == "query"]
+    return [
+        e.replace("$__rate_interval", "5s").replace("$job", ".*")
+        for e in exprs
+        if not e.startswith("label_values(")
+    ]

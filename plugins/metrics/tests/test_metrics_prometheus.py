@@ -20,7 +20,7 @@ import yaml
 
 from litefs.testing import LiteFSNode, free_port
 
-from .metrics_helpers import pos_txid, write_rows
+from .metrics_helpers import dashboard_queries, pos_txid, write_rows
 
 pytestmark = [pytest.mark.fuse, pytest.mark.services]
 
@@ -153,6 +153,12 @@ def test_real_prometheus_scrapes_the_node(tmp_path: Path, prometheus_binary: str
                 10,
                 "commit count after more writes",
                 proc,
+            )
+            # Every query of the Grafana dashboard is valid PromQL and finds data for this node.
+            for promql in dashboard_queries():
+                query(base, promql)
+            assert query(
+                base, 'max by (db) (litefs_db_txid) - on (db) group_right litefs_db_txid{db="app.db"}'
             )
         finally:
             stop(proc)

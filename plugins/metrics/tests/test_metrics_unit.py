@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import re
 import time
 from types import SimpleNamespace
 from typing import Any
@@ -15,6 +17,8 @@ import litefs_metrics
 from litefs.events import PrimaryChangeEvent, TxEvent
 from litefs.plugins import load_plugins
 from litefs_metrics import MetricsInputError, ltx_usage, metrics_for, registry_for, render
+
+from .metrics_helpers import DASHBOARD, dashboard_queries
 
 LITEFS_METRICS = {
     # name: (type, labels) from reference §10, with LiteFS's fixes (reap count is a counter).
@@ -246,3 +250,17 @@ def test_plugin_is_found_through_its_entry_point() -> None:
     registry = load_plugins()
     assert ("metrics", litefs_metrics) in registry.pm.list_name_plugin()
     assert registry.sections["metrics"] is litefs_metrics.MetricsConfig
+
+
+def test_dashboard_uses_only_exported_metrics(tmp_path) -> None:
+    node = FakeNode(str(tmp_path))
+    metrics_for(node).record_tx(tx("db", 1))
+    _, families = scrape(node)
+    samples = {s.name for f in families.values() for s in f.samples} | set(families)
+    used = {m for q in dashboard_queries() for m in re.findall(r"\blitefs_[a-z_]+", q)}
+    assert used, DASHBOARD
+    assert used <= samples, used - samples
+    dash = json.loads(DASHBOARD.read_text())
+    titles = " ".join(p["title"].lower() for p in dash["panels"])
+    for topic in ("lag", "txid", "commits per second", "primary changes"):
+        assert topic in titles, topic
