@@ -54,6 +54,11 @@ Additions (issues 10 and 11):
 ``litefs_proxy_request_seconds``       histogram  kind          same (**fed later**)
 =====================================  =========  ============  ==============================================
 
+Known deviations until the core says more in ``TxEvent``: a ``litefs import`` is a local event, so
+it counts in ``litefs_db_commit_count`` and the latency histogram (LiteFS counts only journal/WAL
+commits and drops); and the core must mark LTX files applied from the primary ``local=False`` or they
+will be counted as commits too.
+
 "Fed later" metrics are exported now (with their label sets at 0 where the labels are known) so names,
 alerts and dashboards can be set up; :func:`metrics_for` returns the node's
 :class:`~litefs_metrics.state.NodeMetrics`, whose ``record_*`` / ``set_*`` methods are what the future
