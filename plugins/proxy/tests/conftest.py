@@ -74,13 +74,13 @@ def make_app() -> Iterator[Callable[..., App]]:
 
 
 def proxy_section(proxy_port: int, app_port: int, **extra: Any) -> dict[str, Any]:
-    """A ``proxy:`` section for LiteFSNode's ``config=``."""
+    """A ``proxy:`` section for LiteFSNode's ``config=`` (``max_lag=`` becomes ``max-lag``)."""
     return {
         "proxy": {
             "addr": f"127.0.0.1:{proxy_port}",
             "target": f"127.0.0.1:{app_port}",
             "db": "app.db",
-            **extra,
+            **{key.replace("_", "-"): value for key, value in extra.items()},
         }
     }
 
