@@ -10,4 +10,10 @@ done
 # The test fixtures start their own instances on free loopback ports; this only installs what is
 # missing, once, so a failed download is reported here (the Consul tests then skip loudly).
 bash scripts/services.sh install || echo "test: WARNING: could not install every service; tests that need one will skip" >&2
+# Prometheus (Debian's package) scrapes a node in the metrics plugin's tests.
+if ! command -v prometheus >/dev/null; then
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus >/dev/null 2>&1 \
+        || echo "test: WARNING: could not install prometheus; its test will skip" >&2
+fi
 exec .venv/bin/python -m pytest "$@"
