@@ -54,6 +54,8 @@ TXID_POLL = 0.001
 PRIMARY_POLL = 0.005
 #: How long a refused connection to the app is retried (the app may still be starting).
 TARGET_RETRY = 30.0
+#: How long an unread request body is drained after an early answer before giving up on it.
+BODY_DRAIN_TIMEOUT = 30.0
 _READ_METHODS = frozenset({"GET", "HEAD"})
 _MISSING = object()
 
@@ -127,6 +129,25 @@ async def respond_text(send: Send, status: int, text: str, headers: Headers = ()
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
+class _TrackedReceive:
+    """ASGI ``receive`` that remembers whether the request body has been read to its end."""
+
+    def __init__(self, receive: Receive) -> None:
+        self._receive = receive
+        self.body_done = False
+
+    async def __call__(self) -> dict[str, Any]:
+        message = await self._receive()
+        if message["type"] == "http.disconnect" or not message.get("more_body", False):
+            self.body_done = True
+        return message
+
+    async def drain(self, timeout: float) -> None:
+        with trio.move_on_after(timeout):
+            while not self.body_done:
+                await self()
+
+
 class ProxyApp:
     """ASGI app of one node's proxy."""
 
@@ -155,8 +176,13 @@ class ProxyApp:
             return
         started = time.monotonic()
         outcome = "?"
+        tracked = _TrackedReceive(receive)
         try:
-            outcome = await self._handle(scope, receive, send)
+            outcome = await self._handle(scope, tracked, send)
+            if has_request_body(scope) and not tracked.body_done:
+                # Answered without reading the body (an error, or an app that ignored it): read
+                # and drop the rest, or a client still sending it would never see the answer.
+                await tracked.drain(BODY_DRAIN_TIMEOUT)
         except ClientDisconnected:
             outcome = "client disconnected"
         finally:
