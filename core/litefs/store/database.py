@@ -265,11 +265,19 @@ class Database:
         self._db_synced = True
 
     def write_journal(self, fd: int, offset: int, data: bytes) -> int:
-        """Write to the journal; 28 zero bytes at offset 0 is the ``persist``-mode commit."""
+        """Write to the journal; 28 zero bytes at offset 0 is the ``persist``-mode commit.
+
+        After that commit the journal is truncated to 0 bytes instead of having its header zeroed
+        (LiteFS zeroes it). Both mean "no hot journal" to SQLite, but a reader that finds an empty
+        journal stops at stat(), whereas a non-empty one costs it open+read+close through FUSE on
+        every read transaction (measured: point SELECTs at 0.06x of plain SQLite instead of 0.9x).
+        """
         if not self._writable():
             raise ReadOnlyError("read only replica")
         if offset == 0 and len(data) == len(PERSIST_ZERO_HEADER) and data == PERSIST_ZERO_HEADER:
             self.commit_journal()
+            os.ftruncate(fd, 0)
+            return len(data)
         return os.pwrite(fd, data, offset)
 
     def truncate_journal(self, size: int, fd: int | None = None) -> None:
