@@ -54,7 +54,6 @@ class Node:
             config.data.dir,
             compress=config.data.compress,
             strict_verify=config.strict_verify,
-            skip_sync=False,
         )
         self.node_id = self.store.node_id
         self.fs = LiteFSOperations(self.store, on_fatal=self._on_fatal)

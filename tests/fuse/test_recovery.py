@@ -185,3 +185,29 @@ def test_sigkill_during_commits_loses_nothing(tmp_path, mode: str) -> None:
         assert len(acknowledged) > 6
     finally:
         node.stop()
+
+
+def test_commit_failure_exits_99_and_restart_drops_the_tx(plain_node: LiteFSNode) -> None:
+    """An LTX file that cannot be written is fatal (exit 99); SQLite saw an error, and after a
+    restart the transaction is rolled back from its journal (LiteFS TestSingleNode_ErrCommitWAL)."""
+    node = plain_node.start()
+    c = SQLConn(node.path("db"), journal_mode="delete")
+    c.execute("CREATE TABLE t (x)")
+    c.execute("INSERT INTO t VALUES (1)")
+    pos = node.pos("db")
+    ltx = node.ltx_dir("db")
+    os.rename(ltx, ltx + ".away")
+    with open(ltx, "w") as f:  # a file where the LTX directory should be: the commit cannot write
+        f.write("x")
+    with pytest.raises(SQLError):
+        c.execute("INSERT INTO t VALUES (2)")
+    assert node.wait_exit() == 99
+    c.proc.kill()
+    c.close()
+    os.unlink(ltx)
+    os.rename(ltx + ".away", ltx)
+    node.start()
+    assert node.pos("db") == pos
+    with SQLConn(node.path("db")) as r:
+        assert r.execute("SELECT x FROM t") == [[1]]
+        assert r.execute("PRAGMA integrity_check") == [["ok"]]

@@ -126,6 +126,7 @@ class LiteFSOperations(pyfuse3.Operations):
         self._handles: dict[int, Handle] = {}
         self._next_fh = 1
         self._dirty_dirs: set[str] = set()
+        self._wal_warned = False
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -474,6 +475,12 @@ class LiteFSOperations(pyfuse3.Operations):
             db = self.store.db(dbname)
             if db is None:
                 raise pyfuse3.FUSEError(errno.ENOENT)
+        if kind is FileKind.WAL and not self._wal_warned:
+            # WAL commit capture is the next step of the project: say so instead of losing commits.
+            log.warning(
+                "%s: WAL mode is not supported yet: its commits are not turned into LTX files", dbname
+            )
+            self._wal_warned = True
         fd = db.open_file(kind, self._backing_flags(flags) | os.O_CREAT, 0o644)
         self._dirty_dirs.add(db.path)
         fh = self._new_handle(Handle(kind, db, fd=fd))

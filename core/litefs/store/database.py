@@ -69,8 +69,9 @@ class RecoveryError(StoreError):
     """Startup recovery found the database and its LTX files inconsistent; the node must not start."""
 
 
-class VerifyError(StoreError):
-    """``strict-verify`` found the database content disagreeing with its position."""
+class VerifyError(CommitError):
+    """``strict-verify`` found the database content disagreeing with its position (fatal, like a
+    failed commit)."""
 
 
 @dataclass
@@ -144,7 +145,7 @@ class Database:
         writable: Callable[[], bool] = lambda: True,
         on_commit: Callable[[Database, CommitResult], None] | None = None,
         strict_verify: bool = False,
-        skip_sync: bool = False,
+        fsync: bool = True,
     ) -> None:
         self.name = name
         self.path = path
@@ -154,7 +155,7 @@ class Database:
         self.strict_verify = strict_verify
         self._writable = writable
         self._on_commit = on_commit
-        self._skip_sync = skip_sync
+        self._fsync = fsync
         self.page_size = 0
         self.page_count = 0
         self.pos = Pos(0, 0)
@@ -214,7 +215,7 @@ class Database:
         if flags & os.O_CREAT:
             if kind is FileKind.JOURNAL and not self._writable():
                 raise ReadOnlyError("read only replica")
-            self._ensure_dirs()
+            os.makedirs(self.path, exist_ok=True)
         return os.open(self.backing_path(kind), flags | os.O_CLOEXEC, mode)
 
     # -- writes from SQLite --------------------------------------------------------------------
@@ -391,11 +392,11 @@ class Database:
                 post = tracker.checksum
                 enc.finish(post)
                 f.flush()
-                if not self._skip_sync:
+                if self._fsync:
                     os.fdatasync(f.fileno())
                 size = f.tell()
             os.rename(tmp, path)
-            if not self._skip_sync:
+            if self._fsync:
                 _fsync_dir(self.ltx_dir)
                 if not self._db_synced:
                     os.fsync(db_fd)
@@ -486,7 +487,7 @@ class Database:
             assert trailer is not None
         os.ftruncate(db_fd, h.commit * h.page_size)
         self.tracker.truncate(h.commit)
-        if not self._skip_sync:
+        if self._fsync:
             os.fsync(db_fd)
         if self.tracker.checksum != trailer.post_apply_checksum:
             raise StoreError(
@@ -654,10 +655,10 @@ class Database:
                     enc.encode_page(pgno, data)
                 enc.finish(post)
                 f.flush()
-                if not self._skip_sync:
+                if self._fsync:
                     os.fsync(f.fileno())
             os.rename(tmp, path)
-            if not self._skip_sync:
+            if self._fsync:
                 _fsync_dir(self.ltx_dir)
         except BaseException:
             try:

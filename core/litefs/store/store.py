@@ -69,14 +69,14 @@ class Store:
         node_id: int | None = None,
         compress: bool = True,
         strict_verify: bool = False,
-        skip_sync: bool = False,
+        fsync: bool = True,
     ) -> None:
         self.data_dir = data_dir
         self.dbs_dir = os.path.join(data_dir, "dbs")
         self.node_id = node_id if node_id is not None else secrets.randbits(64)
         self.compress = compress
         self.strict_verify = strict_verify
-        self.skip_sync = skip_sync
+        self.fsync = fsync
         self.cluster_id = ""
         self.is_primary = False
         self.primary_hostname = ""
@@ -147,7 +147,7 @@ class Store:
             writable=lambda: self.is_primary,
             on_commit=self._on_commit,
             strict_verify=self.strict_verify,
-            skip_sync=self.skip_sync,
+            fsync=self.fsync,
         )
 
     def db(self, name: str) -> Database | None:
