@@ -140,6 +140,16 @@ def litefs_register_commands(cli: click.Group) -> None:
 
 
 @hookspec
+def litefs_lease_value_extras(config: Config) -> dict[str, Any] | None:
+    """Add keys to the value this node stores in the lease when it is primary.
+
+    LiteFS stores ``{"hostname", "advertise-url"}``; other nodes (LiteFS ones included) ignore keys
+    they do not know, so plugins may publish more, e.g. the proxy's ``proxy-url``. Return a dict
+    (merged over the results of other plugins) or ``None``.
+    """
+
+
+@hookspec
 def litefs_plugin_enabled(config: Config) -> bool | None:
     """Say whether this plugin is switched on by ``config`` (for ``litefs plugins list``).
 

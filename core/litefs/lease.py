@@ -136,3 +136,6 @@ class LeaseContext:
     advertise_url: str
     """``lease.advertise-url``, or ``http://<hostname>:<http port>`` when unset."""
     node_id: int
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Extension keys for the lease value (from :func:`litefs.hookspecs.litefs_lease_value_extras`);
+    backends that store a value should store them next to LiteFS's keys."""

@@ -169,8 +169,16 @@ class PluginRegistry:
         hostname = config.lease.hostname or _os_hostname()
         advertise_url = config.lease.advertise_url or f"http://{hostname}:{http_port}"
         section = config.section(f"lease.{lease_type.name}") if lease_type.config_type is not None else None
+        extra: dict[str, Any] = {}
+        for result in reversed(self.hook.litefs_lease_value_extras(config=config)):
+            extra.update(result or {})
         context = LeaseContext(
-            config=config, section=section, hostname=hostname, advertise_url=advertise_url, node_id=node_id
+            config=config,
+            section=section,
+            hostname=hostname,
+            advertise_url=advertise_url,
+            node_id=node_id,
+            extra=extra,
         )
         return lease_type.factory(context)
 

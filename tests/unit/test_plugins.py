@@ -224,3 +224,45 @@ def test_third_party_lease_plugin_selected_by_lease_type(
     without = _run(litefs_bin, clean_env, "config", "check", "-config", str(config))
     assert without.returncode == 2
     assert "foo" in without.stderr
+
+
+def test_lease_value_extras_reach_the_lease_factory(tmp_path) -> None:
+    from litefs.config import parse_config
+
+    seen = {}
+
+    class Extras:
+        @hookimpl
+        def litefs_lease_value_extras(self, config):
+            return {"region": "ord"}
+
+    class Backend:
+        @hookimpl
+        def litefs_register_lease_types(self, register):
+            def factory(context):
+                seen.update(context.extra)
+                return object()
+
+            register("capture", factory)
+
+    registry = load_plugins(
+        environ={"LITEFS_LOAD_PLUGINS": ""}, extra={"extras": Extras(), "backend": Backend()}
+    )
+    config = parse_config(
+        f"fuse: {{dir: {tmp_path}/m}}\ndata: {{dir: {tmp_path}/d}}\nlease: {{type: capture}}\n",
+        sections=registry.sections,
+    )
+    registry.create_leaser(config, node_id=1, http_port=20202)
+    assert seen == {"region": "ord"}
+
+
+def test_proxy_publishes_its_url_in_the_lease_value(tmp_path) -> None:
+    from litefs.config import parse_config
+
+    registry = load_plugins(environ={"LITEFS_LOAD_PLUGINS": "proxy"})
+    config = parse_config(
+        f"fuse: {{dir: {tmp_path}/m}}\ndata: {{dir: {tmp_path}/d}}\n"
+        "lease: {type: static, hostname: node1}\nproxy: {addr: ':8080', target: 'localhost:8081', db: db}\n",
+        sections=registry.sections,
+    )
+    assert registry.hook.litefs_lease_value_extras(config=config) == [{"proxy-url": "http://node1:8080"}]

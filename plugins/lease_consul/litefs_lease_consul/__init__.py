@@ -52,6 +52,7 @@ def create_leaser(context: LeaseContext) -> ConsulLeaser:
         advertise_url=context.advertise_url,
         ttl=section.ttl,
         lock_delay=section.lock_delay,
+        extra=context.extra,
     )
 
 

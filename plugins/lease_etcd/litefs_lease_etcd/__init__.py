@@ -58,6 +58,7 @@ def create_leaser(context: LeaseContext) -> EtcdLeaser:
         timeout=section.timeout,
         username=section.username,
         password=section.password,
+        extra=context.extra,
     )
 
 

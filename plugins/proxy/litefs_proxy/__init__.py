@@ -121,3 +121,10 @@ def litefs_node_services(node: Any, register: Callable[..., None]) -> None:
 
 
 __all__ = ["ProxyConfig", "ProxyConfigError", "advertised_proxy_url", "check_config"]
+
+
+@hookimpl
+def litefs_lease_value_extras(config: Any) -> dict[str, str] | None:
+    """Publish this node's proxy address in the lease, so replicas know where to forward writes."""
+    url = advertised_proxy_url(config)
+    return {"proxy-url": url} if url else None
