@@ -36,7 +36,7 @@ def database_document(node: Node, name: str) -> dict[str, Any] | None:
         "pageCount": db.page_count,
         "role": "primary" if node.is_primary else "replica",
         "primary": {
-            "hostname": info.hostname if info else "",
+            "hostname": info.hostname if info else node.primary_hostname,
             "advertiseURL": info.advertise_url if info else "",
         },
     }

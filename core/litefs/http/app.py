@@ -19,6 +19,7 @@ from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
+from litefs.http.api_v1 import API_V1_RULES, register_api_v1
 from litefs.store import StoreError
 from litefs.store.names import is_valid_db_name
 
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("litefs.http")
 
-CORE_RULES = ("/info", "/import", "/export", "/events", "/debug/vars")
+CORE_RULES = ("/info", "/import", "/export", "/events", "/debug/vars", *API_V1_RULES)
 
 
 def error(message: str, status: int) -> Response:
@@ -134,6 +135,7 @@ def create_app(node: Node) -> QuartTrio:
         body = {"store": node.store.debug_vars(), "fuse": dict(node.fs.counters)}
         return Response(json.dumps(body, indent=2) + "\n", content_type="application/json")
 
+    register_api_v1(app, node)
     return app
 
 
