@@ -160,6 +160,9 @@ class Database:
         self.page_count = 0
         self.pos = Pos(0, 0)
         self.timestamp_ms = 0
+        #: Time of the last change made to the database file behind the kernel (recovery, import,
+        #: apply); reported as its mtime so that SQLite's own writes do not flush the page cache.
+        self.external_mtime_ns = time.time_ns()
         self.tracker: ChecksumTracker | None = None
         self._dirty = _Dirty()
         self._db_fd: int | None = None
@@ -494,6 +497,7 @@ class Database:
                 f"apply {os.path.basename(path)}: database checksum {self.tracker.checksum:016x} does not "
                 f"match LTX post-apply checksum {trailer.post_apply_checksum:016x}"
             )
+        self.external_mtime_ns = time.time_ns()
         self.page_size = h.page_size
         self.page_count = h.commit
         self.pos = Pos(h.max_txid, trailer.post_apply_checksum)
