@@ -29,7 +29,8 @@ from litefs.fuse.mount import MAX_TASKS, mount_options, prepare_mountpoint
 from litefs.fuse.ops import LiteFSOperations
 from litefs.http.app import create_app, make_route_registrar
 from litefs.http.server import port_of, serve_http
-from litefs.lease import LeaseError, PrimaryExistsError
+from litefs.lease import LeaseError, PrimaryExistsError, PrimaryInfo
+from litefs.replication.replica import ReplicaClient
 from litefs.store import RecoveryError, Store, StoreError
 
 if TYPE_CHECKING:
@@ -67,6 +68,9 @@ class Node:
         self._mounted = False
         self.plugin_rules: list[str] = []
         self.store.commit_listeners.append(self._tx_committed)
+        self.replica = ReplicaClient(self)
+        # `.lag` on a replica: milliseconds since the primary's last heartbeat or applied LTX.
+        self.fs._lag_content = self.replica.lag_text  # type: ignore[method-assign]
 
     # -- NodeHandle ----------------------------------------------------------------------------
 
@@ -81,6 +85,13 @@ class Node:
     @property
     def primary_hostname(self) -> str:
         return self.store.primary_hostname
+
+    @property
+    def primary_info(self) -> PrimaryInfo | None:
+        """The current primary's lease value (this node's own when primary; None when unknown)."""
+        if self.is_primary and self.leaser is not None:
+            return PrimaryInfo(self.leaser.hostname, self.leaser.advertise_url)
+        return self.replica.primary_info
 
     @property
     def mount_dir(self) -> str:
@@ -233,6 +244,7 @@ class Node:
             )
             self._mounted = True
             nursery.start_soon(self._fuse_main)
+            await nursery.start(self.replica.run)  # replicas: returns after the first catch-up (READY)
             log.info("mounted at %s", self.mount_dir)
 
             services: list[tuple[str, Callable[..., Any]]] = []

@@ -1,0 +1,371 @@
+"""The replica's side of replication: follow the primary's ``/stream`` (LiteFS §5.5).
+
+:class:`ReplicaClient` runs as a task of the node's nursery on a node that is not primary:
+
+* ask the leaser who is primary, ``POST <advertise-url>/stream`` with this node's positions (and
+  ``?filter=`` from ``lease.databases``) and ``Litefs-Id``; adopt the primary's cluster ID if this node
+  has none, refuse to stream from a primary of another cluster;
+* for every LTX frame: spool the file to ``ltx/``, check it (TXID continuity and pre-apply checksum for
+  incremental files, full file checksum), rename it into place and apply it under SQLite's EXCLUSIVE
+  lock taken through the mount (open readers never see half a transaction), then drop the kernel's
+  cached pages so those readers see the new data without reopening;
+* READY marks the node ready; HEARTBEAT and applied LTX timestamps feed ``.lag``;
+* any error, EOF or END: wait ``lease.reconnect-delay`` and connect again. A position mismatch is such
+  an error: on reconnect the primary notices and sends a snapshot.
+
+A failure *while* applying (pages half written) is fatal, as in LiteFS: the node exits with code 99 and
+startup recovery re-applies the newest LTX file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import time
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import trio
+
+from litefs.fuse.locks import sqlite_lock
+from litefs.lease import LeaseError, PrimaryInfo
+from litefs.ltx import Decoder, Header, LTXError, Pos, peek_header
+from litefs.replication.protocol import (
+    DropDBFrame,
+    EndFrame,
+    FrameParser,
+    HandoffFrame,
+    HeartbeatFrame,
+    HWMFrame,
+    LTXChunk,
+    LTXFrameEnd,
+    LTXFrameStart,
+    ProtocolError,
+    ReadyFrame,
+    encode_pos_map,
+)
+from litefs.store import Database, FileKind, StoreError
+
+if TYPE_CHECKING:
+    from litefs.node import Node
+
+log = logging.getLogger("litefs.replication")
+
+EXIT_FATAL = 99
+#: Value of ``.lag`` before the first contact with a primary (LiteFS: MaxInt32 milliseconds).
+LAG_UNKNOWN_MS = 2147483647
+
+
+class ReplicationError(Exception):
+    """The stream cannot continue (the replica disconnects and reconnects later)."""
+
+
+class ClusterIDMismatchError(ReplicationError):
+    """The primary belongs to another cluster: this node never streams from it."""
+
+
+class PositionMismatchError(ReplicationError):
+    """An incremental LTX file does not continue this replica's position."""
+
+
+class ApplyError(ReplicationError):
+    """Applying a checked LTX file failed midway (fatal: exit code 99)."""
+
+
+class ReplicaClient:
+    """Follows the primary for one node. ``await nursery.start(client.run)``.
+
+    ``run`` reports itself started once the node is ready: after the first READY frame on a replica,
+    at once on a primary (or when the node shuts down first), so the node's startup waits for the
+    initial catch-up, as LiteFS's does.
+    """
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.store = node.store
+        self.primary_info: PrimaryInfo | None = None
+        #: Wall-clock milliseconds of the last heartbeat or applied LTX (0 = never in contact).
+        self.primary_timestamp_ms = 0
+        self.hwm: dict[str, int] = {}
+        self.connected = False
+        self.applied = 0
+        self._ready = trio.Event()
+        self._task_status: trio.TaskStatus[None] | None = None
+
+    # -- state for the mount and the API ------------------------------------------------------------
+
+    @property
+    def is_ready(self) -> bool:
+        return self._ready.is_set()
+
+    def lag_ms(self) -> int:
+        """Milliseconds since the primary's last timestamp (``.lag``); MaxInt32 before any contact."""
+        if self.node.is_primary:
+            return 0
+        if not self.primary_timestamp_ms:
+            return LAG_UNKNOWN_MS
+        return max(-LAG_UNKNOWN_MS, min(LAG_UNKNOWN_MS, int(time.time() * 1000) - self.primary_timestamp_ms))
+
+    def lag_text(self) -> bytes:
+        """Content of ``.lag``: ``%+010d\\n`` in milliseconds."""
+        return b"%+010d\n" % self.lag_ms()
+
+    # -- the loop ------------------------------------------------------------------------------------
+
+    def _mark_ready(self) -> None:
+        if not self._ready.is_set():
+            self._ready.set()
+        if self._task_status is not None:
+            status, self._task_status = self._task_status, None
+            status.started()
+
+    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Follow the primary until cancelled."""
+        self._task_status = task_status
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._release_on_shutdown)
+            await self._loop()
+
+    async def _release_on_shutdown(self) -> None:
+        # A node that never catches up (no primary, another cluster) must still stop on SIGTERM: the
+        # node's startup is waiting for this task to report itself started.
+        await self.node._shutdown.wait()
+        self._mark_ready()
+
+    async def _loop(self) -> None:
+        delay = self.node.config.lease.reconnect_delay
+        while True:
+            if self.node.is_primary:
+                self._mark_ready()
+                await trio.sleep(delay)
+                continue
+            info = await self._lookup_primary()
+            if info is not None and info.advertise_url:
+                try:
+                    await self.follow(info)
+                except ClusterIDMismatchError as exc:
+                    log.error("%s", exc)
+                except ApplyError as exc:
+                    log.error("fatal: %s", exc)
+                    self.node.request_shutdown(EXIT_FATAL)
+                    return
+                except (
+                    ReplicationError,
+                    ProtocolError,
+                    httpx.HTTPError,
+                    StoreError,
+                    LTXError,
+                    OSError,
+                ) as exc:
+                    log.warning("replication stream from %s ended: %s", info.hostname, exc)
+                finally:
+                    self.connected = False
+            await trio.sleep(delay)
+
+    async def _lookup_primary(self) -> PrimaryInfo | None:
+        leaser = self.node.leaser
+        if leaser is None:
+            return None
+        try:
+            info = await leaser.primary_info()
+        except LeaseError:
+            info = None
+        self.primary_info = info
+        self.node.set_role(False, info.hostname if info is not None else "")
+        if info is None:
+            log.info("cannot find primary, retrying")
+        return info
+
+    async def follow(self, info: PrimaryInfo) -> str | None:
+        """Stream from ``info`` until the stream ends; return a handed-off lease ID, if any."""
+        positions = {db.name: db.pos for db in self.store.dbs()}
+        url = info.advertise_url.rstrip("/") + "/stream"
+        params = (
+            {"filter": ",".join(self.node.config.lease.databases)} if self.node.config.lease.databases else {}
+        )
+        headers = {"Litefs-Id": f"{self.node.node_id:016X}", "Content-Type": "application/octet-stream"}
+        timeout = httpx.Timeout(10.0, read=None)
+        async with httpx.AsyncClient(timeout=timeout) as client:
+            async with client.stream(
+                "POST", url, params=params, headers=headers, content=encode_pos_map(positions)
+            ) as resp:
+                if resp.status_code != 200:
+                    body = (await resp.aread()).decode(errors="replace").strip()
+                    raise ReplicationError(f"stream request to {url}: {resp.status_code} {body}")
+                self._check_cluster_id(resp.headers.get("Litefs-Cluster-Id", ""))
+                self.connected = True
+                log.info("connected to primary %s (%s)", info.hostname, url)
+                return await self._consume(resp)
+
+    def _check_cluster_id(self, remote: str) -> None:
+        local = self.store.cluster_id
+        if not remote:
+            return
+        if not local:
+            self.store.set_cluster_id(remote)
+            log.info("adopted cluster id %s", remote)
+        elif local != remote:
+            raise ClusterIDMismatchError(
+                f"cannot stream from primary with a different cluster id: {remote} (this node: {local})"
+            )
+
+    async def _consume(self, resp: httpx.Response) -> str | None:
+        parser = FrameParser()
+        spool: _Spool | None = None
+        try:
+            async for data in resp.aiter_raw():
+                parser.feed(data)
+                for event in parser:
+                    if isinstance(event, LTXChunk):
+                        assert spool is not None
+                        spool.write(event.data)
+                    elif isinstance(event, LTXFrameStart):
+                        spool = _Spool(self.store.create_db(event.name))
+                    elif isinstance(event, LTXFrameEnd):
+                        assert spool is not None
+                        current, spool = spool, None
+                        await self._apply(current)
+                    elif isinstance(event, HeartbeatFrame):
+                        self.primary_timestamp_ms = event.timestamp_ms
+                    elif isinstance(event, HWMFrame):
+                        self.hwm[event.name] = event.txid
+                    elif isinstance(event, ReadyFrame):
+                        log.info("caught up with primary; node is ready")
+                        self._mark_ready()
+                    elif isinstance(event, HandoffFrame):
+                        return event.lease_id
+                    elif isinstance(event, EndFrame):
+                        return None
+                    elif isinstance(event, DropDBFrame):
+                        pass  # deprecated: deletions arrive as LTX files with commit 0
+            parser.close()
+            raise ReplicationError("stream closed by the primary without an END frame")
+        finally:
+            if spool is not None:
+                spool.discard()
+
+    # -- applying ------------------------------------------------------------------------------------
+
+    async def _apply(self, spool: _Spool) -> None:
+        db = spool.db
+        header = spool.finish()
+        try:
+            if not header.is_snapshot:
+                expected = Pos(header.min_txid - 1, header.pre_apply_checksum)
+                if db.pos != expected:
+                    raise PositionMismatchError(
+                        f"position mismatch on db {db.name!r}: {db.pos} <> {expected}"
+                    )
+            path = spool.install(header)
+        except BaseException:
+            spool.discard()
+            raise
+        try:
+            await self._apply_file(db, path, header)
+        except (StoreError, LTXError, OSError) as exc:
+            raise ApplyError(f"apply ltx {os.path.basename(path)} to {db.name!r}: {exc}") from exc
+        self.applied += 1
+        if self.is_ready:
+            self.primary_timestamp_ms = header.timestamp
+
+    async def _apply_file(self, db: Database, path: str, header: Header) -> None:
+        node = self.node
+        visible = db.exists() and db.page_count > 0
+        if visible:
+            # Readers hold SHARED; EXCLUSIVE waits for them and keeps new ones out until the database
+            # file, its size and the cached pages all show the new transaction.
+            async with sqlite_lock(os.path.join(node.mount_dir, db.name), exclusive=True):
+                self._apply_locked(db, path, header)
+                await trio.to_thread.run_sync(node.fs.invalidate_db_sync, db.name)
+        else:
+            self._apply_locked(db, path, header)
+            await trio.to_thread.run_sync(node.fs.invalidate_db_sync, db.name)
+
+    @staticmethod
+    def _apply_locked(db: Database, path: str, header: Header) -> None:
+        db.apply_ltx_file(path)
+        if header.commit == 0:
+            # A dropped database: its files go, the LTX directory (and the position) stays.
+            db.close()
+            for kind in (FileKind.DATABASE, FileKind.JOURNAL, FileKind.WAL, FileKind.SHM):
+                try:
+                    os.unlink(db.backing_path(kind))
+                except FileNotFoundError:
+                    pass
+
+    def debug_vars(self) -> dict[str, Any]:
+        return {
+            "connected": self.connected,
+            "ready": self.is_ready,
+            "primary": self.primary_info.hostname if self.primary_info else "",
+            "lagMs": self.lag_ms(),
+            "applied": self.applied,
+            "hwm": {k: f"{v:016x}" for k, v in self.hwm.items()},
+        }
+
+
+class _Spool:
+    """One incoming LTX file, written to a temp file in the database's ``ltx/`` directory."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        os.makedirs(db.ltx_dir, exist_ok=True)
+        # Ends in ".tmp": startup recovery removes leftovers.
+        self.tmp = os.path.join(db.ltx_dir, f".incoming-{secrets.token_hex(4)}.tmp")
+        self._f = open(self.tmp, "wb")  # noqa: SIM115 - closed in finish/discard
+
+    def write(self, data: bytes) -> None:
+        self._f.write(data)
+
+    def finish(self) -> Header:
+        """Close the temp file, verify it completely and return its header."""
+        self._f.close()
+        try:
+            with open(self.tmp, "rb") as f:
+                header = peek_header(f)
+                f.seek(0)
+                Decoder(f).verify()
+        except BaseException:
+            self.discard()
+            raise
+        return header
+
+    def install(self, header: Header) -> str:
+        """fsync and rename into ``ltx/<min>-<max>.ltx``; a snapshot replaces every other LTX file."""
+        db = self.db
+        fd = os.open(self.tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        path = db.ltx_path(header.min_txid, header.max_txid)
+        if header.is_snapshot:
+            for _, _, other in db.ltx_files():
+                if other != path:
+                    os.unlink(other)
+        os.rename(self.tmp, path)
+        dfd = os.open(db.ltx_dir, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+        return path
+
+    def discard(self) -> None:
+        if not self._f.closed:
+            self._f.close()
+        try:
+            os.unlink(self.tmp)
+        except FileNotFoundError:
+            pass
+
+
+__all__ = [
+    "LAG_UNKNOWN_MS",
+    "ApplyError",
+    "ClusterIDMismatchError",
+    "PositionMismatchError",
+    "ReplicaClient",
+    "ReplicationError",
+]
