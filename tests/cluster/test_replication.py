@@ -6,14 +6,15 @@ import os
 
 import pytest
 
-from .conftest import Cluster, read, same_pos, wait_until
+from .conftest import Cluster, SQLError, read, same_pos, wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.fuse]
 
 
-def test_simple_catch_up_and_open_reader(cluster: Cluster) -> None:
+@pytest.mark.parametrize("mode", ["delete", "truncate", "persist"])
+def test_simple_catch_up_and_open_reader(cluster: Cluster, mode: str) -> None:
     primary = cluster.primary()
-    w = cluster.connect(primary.path("db"), journal_mode="delete")
+    w = cluster.connect(primary.path("db"), journal_mode=mode)
     w.execute("CREATE TABLE t (x)")
     w.execute("INSERT INTO t VALUES (100)")
 
@@ -39,3 +40,43 @@ def test_simple_catch_up_and_open_reader(cluster: Cluster) -> None:
     # Both stop cleanly while the stream is open.
     assert replica.stop() == 0
     assert primary.stop() == 0
+
+
+def setup_pair(cluster: Cluster, mode: str = "delete", **replica_kwargs: object) -> tuple:
+    """A primary with ``t`` holding 100, a replica caught up with it, and a writer connection."""
+    primary = cluster.primary()
+    w = cluster.connect(primary.path("db"), journal_mode=mode)
+    w.execute("CREATE TABLE t (x)")
+    w.execute("INSERT INTO t VALUES (100)")
+    replica = cluster.replica(**replica_kwargs)  # type: ignore[arg-type]
+    wait_until(lambda: same_pos(primary, replica, "db"), what="replica catch-up")
+    return primary, replica, w
+
+
+@pytest.mark.parametrize("mode", ["delete", "truncate", "persist"])
+def test_replica_is_read_only(cluster: Cluster, mode: str) -> None:
+    primary, replica, _ = setup_pair(cluster, mode)
+    before = replica.pos("db")
+    r = cluster.connect(replica.path("db"))
+    with pytest.raises(SQLError, match="attempt to write a readonly database"):
+        r.execute("INSERT INTO t VALUES (1)")
+    assert r.execute("SELECT sum(x) FROM t") == [[100]]
+    assert replica.pos("db") == before == primary.pos("db")
+    assert not os.path.exists(os.path.join(replica.data_dir, "dbs", "db", "journal"))
+
+
+def test_non_standard_page_size(cluster: Cluster) -> None:
+    primary = cluster.primary()
+    w = cluster.connect(primary.path("db"), page_size=512, journal_mode="delete")
+    w.execute("CREATE TABLE t (x)")
+    for _ in range(20):
+        w.execute("INSERT INTO t VALUES (?)", [os.urandom(200).hex()])
+    replica = cluster.replica()
+    wait_until(lambda: same_pos(primary, replica, "db"), what="replica catch-up")
+    r = cluster.connect(replica.path("db"))
+    assert r.execute("PRAGMA page_size") == [[512]]
+    assert r.execute("SELECT count(*) FROM t") == [[20]]
+    w.execute("INSERT INTO t VALUES ('more')")
+    wait_until(lambda: same_pos(primary, replica, "db"), what="incremental")
+    assert r.execute("SELECT count(*) FROM t") == [[21]]
+    assert r.execute("PRAGMA integrity_check") == [["ok"]]
