@@ -1,0 +1,99 @@
+"""Database lifecycle on replicas: new databases, drops, the database filter, ``/events``."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+
+import httpx
+import pytest
+
+from litefs.testing import LiteFSNode
+
+from .conftest import Cluster, same_pos, wait_until
+
+pytestmark = [pytest.mark.cluster, pytest.mark.fuse]
+
+
+def store_pos(node: LiteFSNode, db: str) -> tuple[str, str]:
+    info = node.get("/debug/vars").json()["store"]["dbs"][db]
+    return info["txid"], info["checksum"]
+
+
+def test_new_database_appears_and_drop_propagates(cluster: Cluster) -> None:
+    primary = cluster.primary()
+    replica = cluster.replica()
+    w = cluster.connect(primary.path("db2"), journal_mode="delete")
+    w.execute("CREATE TABLE t (x)")
+    w.execute("INSERT INTO t VALUES (1)")
+    wait_until(lambda: same_pos(primary, replica, "db2"), what="new database on the replica")
+    assert "db2" in os.listdir(replica.mount_dir)
+    r = cluster.connect(replica.path("db2"))
+    assert r.execute("SELECT x FROM t") == [[1]]
+    r.close()
+    w.close()
+
+    os.unlink(primary.path("db2"))
+    wait_until(lambda: "db2" not in os.listdir(replica.mount_dir), what="drop on the replica")
+    assert not os.path.exists(os.path.join(replica.data_dir, "dbs", "db2", "database"))
+    # `-pos` is gone with the database file: compare the store positions.
+    assert store_pos(replica, "db2") == store_pos(primary, "db2")
+    assert store_pos(replica, "db2")[1] == "8000000000000000"
+
+    # Re-creating the database replicates again.
+    w = cluster.connect(primary.path("db2"), journal_mode="delete")
+    w.execute("CREATE TABLE u (y)")
+    w.execute("INSERT INTO u VALUES (2)")
+    wait_until(lambda: same_pos(primary, replica, "db2"), what="re-created database")
+    r = cluster.connect(replica.path("db2"))
+    assert r.execute("SELECT y FROM u") == [[2]]
+
+
+def test_database_filter(cluster: Cluster) -> None:
+    primary = cluster.primary()
+    replica = cluster.replica(config={"lease": {"databases": ["x.db"]}})
+    for name in ("y.db", "x.db"):
+        c = cluster.connect(primary.path(name), journal_mode="delete")
+        c.execute("CREATE TABLE t (x)")
+        c.close()
+    wait_until(lambda: same_pos(primary, replica, "x.db"), what="x.db on the replica")
+    assert "y.db" not in os.listdir(replica.mount_dir)
+    assert not os.path.exists(os.path.join(replica.data_dir, "dbs", "y.db"))
+
+
+def test_event_stream_on_replica(cluster: Cluster) -> None:
+    primary = cluster.primary()
+    replica = cluster.replica()
+    lines: list[dict] = []
+    stop = threading.Event()
+
+    def listen() -> None:
+        try:
+            with httpx.stream("GET", replica.url + "/events", timeout=httpx.Timeout(10.0, read=None)) as resp:
+                for line in resp.iter_lines():
+                    if line:
+                        lines.append(json.loads(line))
+                    if stop.is_set():
+                        return
+        except httpx.HTTPError:
+            pass  # the node stopped at teardown
+
+    t = threading.Thread(target=listen, daemon=True)
+    t.start()
+    wait_until(lambda: lines, what="init event")
+    assert lines[0]["type"] == "init"
+    assert lines[0]["data"]["isPrimary"] is False
+
+    w = cluster.connect(primary.path("db"), journal_mode="delete")
+    w.execute("CREATE TABLE t (x)")
+    w.execute("INSERT INTO t VALUES (1)")
+    w.execute("INSERT INTO t VALUES (2)")
+    wait_until(lambda: len([e for e in lines if e["type"] == "tx"]) >= 3, what="tx events")
+    txs = [e for e in lines if e["type"] == "tx"]
+    assert [e["data"]["txID"] for e in txs[:3]] == [f"{i:016x}" for i in (1, 2, 3)]
+    assert all(e["db"] == "db" for e in txs)
+    assert txs[2]["data"]["postApplyChecksum"] == replica.pos("db").split("/")[1]
+    stop.set()
+    replica.stop()
+    t.join(10)
