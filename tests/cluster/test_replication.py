@@ -80,3 +80,12 @@ def test_non_standard_page_size(cluster: Cluster) -> None:
     wait_until(lambda: same_pos(primary, replica, "db"), what="incremental")
     assert r.execute("SELECT count(*) FROM t") == [[21]]
     assert r.execute("PRAGMA integrity_check") == [["ok"]]
+
+
+def test_primary_notices_a_replica_that_goes_away(cluster: Cluster) -> None:
+    primary, replica, w = setup_pair(cluster)
+    replica.kill()
+    wait_until(lambda: "stream disconnected" in primary.log(), timeout=5, what="stream end on the primary")
+    w.execute("INSERT INTO t VALUES (1)")  # the primary keeps working
+    replica.start()
+    wait_until(lambda: same_pos(primary, replica, "db"), what="catch-up after restart")

@@ -143,6 +143,7 @@ class ReplicaStream:
             yield EndFrame().encode()
         finally:
             self.close()
+            log.info("stream disconnected: replica %s", self.replica_id or "?")
 
     async def _stream_db(self, name: str) -> AsyncIterator[bytes]:
         db = self.store.db(name)

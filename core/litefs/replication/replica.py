@@ -53,6 +53,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("litefs.replication")
 
 EXIT_FATAL = 99
+#: Stream over h2c (LiteFS's transport); False falls back to HTTP/1.1 chunked.
+USE_HTTP2 = True
 #: Value of ``.lag`` before the first contact with a primary (LiteFS: MaxInt32 milliseconds).
 LAG_UNKNOWN_MS = 2147483647
 
@@ -186,7 +188,9 @@ class ReplicaClient:
         )
         headers = {"Litefs-Id": f"{self.node.node_id:016X}", "Content-Type": "application/octet-stream"}
         timeout = httpx.Timeout(10.0, read=None)
-        async with httpx.AsyncClient(timeout=timeout) as client:
+        # HTTP/2 with prior knowledge over cleartext (h2c), as LiteFS's own client: works against a
+        # LiteFS Go primary (which refuses HTTP/1.1 with 426) and against ours (hypercorn speaks both).
+        async with httpx.AsyncClient(timeout=timeout, http1=not USE_HTTP2, http2=USE_HTTP2) as client:
             async with client.stream(
                 "POST", url, params=params, headers=headers, content=encode_pos_map(positions)
             ) as resp:
