@@ -1,14 +1,35 @@
-"""Backups with point-in-time restore to S3-compatible storage (``backup.type: s3``).
+"""Continuous backups with point-in-time restore to S3-compatible storage (``backup.type: s3``).
 
 This plugin owns the whole ``backup`` section, which keeps every key LiteFS v0.5.14 accepts
 (``type``, ``path``, ``url``, ``cluster``, ``auth-token``) so existing litefs.yml files still load,
-and adds the S3 keys. Status: the section is registered and validated; uploading is not built yet.
+and adds the S3 keys::
+
+    backup:
+      type: s3
+      endpoint: http://127.0.0.1:8333      # path-style S3 API
+      bucket: litefs-backups
+      prefix: prod/app                     # optional
+      region: us-east-1
+      access-key-id: {$env: AWS_ACCESS_KEY_ID}
+      secret-access-key: {$env: AWS_SECRET_ACCESS_KEY}
+      upload-delay: 1s                     # batch commits this close together into one object
+      snapshot-interval: 1h                # add a snapshot this often (0: only when needed)
+      retention: 0s                        # delete what only restores older than this need (0: keep)
+
+Layout in the bucket (see :mod:`litefs_backup_s3.layout`)::
+
+    <prefix>/<db>/ltx/<min>-<max>.ltx       compacted consecutive transactions
+    <prefix>/<db>/snapshots/<txid>.ltx      snapshot LTX files (every page at that TXID)
+
+The uploader (:mod:`litefs_backup_s3.uploader`) runs only while the node is primary. Restores are
+``litefs backup list`` / ``litefs backup restore`` (:mod:`litefs_backup_s3.cli`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from litefs.hookspecs import hookimpl
 
@@ -29,6 +50,27 @@ class BackupConfig:
     region: str = "us-east-1"
     access_key_id: str = field(default="", metadata={"secret": True})
     secret_access_key: str = field(default="", metadata={"secret": True})
+    upload_delay: float = field(default=1.0, metadata={"duration": True})
+    snapshot_interval: float = field(default=3600.0, metadata={"duration": True})
+    retention: float = field(default=0.0, metadata={"duration": True})
+
+
+# One uploader per node object (a process normally runs one node).
+_UPLOADERS: dict[int, Any] = {}
+
+
+def _uploader(node: Any, section: Any) -> Any:
+    from litefs_backup_s3.uploader import Uploader
+
+    up = _UPLOADERS.get(id(node))
+    if up is None or up.node is not node:
+        up = _UPLOADERS[id(node)] = Uploader(node, section)
+    return up
+
+
+def make_service(node: Any, section: Any) -> Callable[..., Any]:
+    """The backup-type factory: the uploader's ``run(task_status)`` for this node."""
+    return _uploader(node, section).run
 
 
 @hookimpl
@@ -36,13 +78,40 @@ def litefs_register_config_sections(register: Callable[[str, object], None]) -> 
     register("backup", BackupConfig)
 
 
-def _not_built(node, section):  # noqa: ANN001, ANN202
-    raise NotImplementedError("the s3 backup uploader is not implemented yet in this build of litefs-py")
+@hookimpl
+def litefs_register_backup_types(register: Callable[..., None]) -> None:
+    register("s3", make_service)
+
+
+def _enabled_section(node: Any) -> Any:
+    try:
+        section = node.config.section("backup")
+    except (KeyError, AttributeError):
+        return None
+    return section if getattr(section, "type", "") == "s3" else None
 
 
 @hookimpl
-def litefs_register_backup_types(register: Callable[..., None]) -> None:
-    register("s3", _not_built)
+def litefs_node_services(node: Any, register: Callable[[str, Any], None]) -> None:
+    # The core does not (yet) start backup-type factories itself, so start the uploader here; the
+    # uploader's run() ignores a second start should the core do it too.
+    section = _enabled_section(node)
+    if section is not None:
+        register("backup-s3", make_service(node, section))
+
+
+@hookimpl
+def litefs_tx_committed(node: Any, event: Any) -> None:
+    up = _UPLOADERS.get(id(node))
+    if up is not None and up.node is node:
+        up.on_tx(event)
+
+
+@hookimpl
+def litefs_register_commands(cli: Any) -> None:
+    from litefs_backup_s3.cli import backup_group
+
+    cli.add_command(backup_group, "backup")
 
 
 @hookimpl
