@@ -265,10 +265,7 @@ class ReplicaClient:
         except BaseException:
             spool.discard()
             raise
-        try:
-            await self._apply_file(db, path, header)
-        except (StoreError, LTXError, OSError) as exc:
-            raise ApplyError(f"apply ltx {os.path.basename(path)} to {db.name!r}: {exc}") from exc
+        await self._apply_file(db, path, header)
         self.applied += 1
         if self.is_ready:
             self.primary_timestamp_ms = header.timestamp
@@ -288,7 +285,11 @@ class ReplicaClient:
 
     @staticmethod
     def _apply_locked(db: Database, path: str, header: Header) -> None:
-        db.apply_ltx_file(path)
+        """Apply under the lock. Only failures here are fatal: a lock timeout before it changed nothing."""
+        try:
+            db.apply_ltx_file(path)
+        except (StoreError, LTXError, OSError) as exc:
+            raise ApplyError(f"apply ltx {os.path.basename(path)} to {db.name!r}: {exc}") from exc
         if header.commit == 0:
             # A dropped database: its files go, the LTX directory (and the position) stays.
             db.close()
