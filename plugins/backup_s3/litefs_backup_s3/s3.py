@@ -235,12 +235,15 @@ class S3Client:
     async def delete_object(self, key: str) -> None:
         await self._request("DELETE", key)
 
-    async def list_objects(self, prefix: str) -> list[ObjectInfo]:
-        """Every object whose key starts with ``prefix`` (ListObjectsV2, following continuations)."""
+    async def list_objects(self, prefix: str, *, max_keys: int | None = None) -> list[ObjectInfo]:
+        """Every object whose key starts with ``prefix`` (ListObjectsV2, following continuations;
+        ``max_keys`` sets the page size)."""
         out: list[ObjectInfo] = []
         token = ""
         while True:
             query = {"list-type": "2", "prefix": prefix}
+            if max_keys:
+                query["max-keys"] = str(max_keys)
             if token:
                 query["continuation-token"] = token
             resp = await self._request("GET", None, query=query)

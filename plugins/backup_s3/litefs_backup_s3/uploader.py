@@ -139,6 +139,7 @@ class Uploader:
         self._client = client
         self.remote: dict[str, Pos] = {}
         self.last_snapshot: dict[str, float] = {}
+        self.snapshot_txid: dict[str, int] = {}
         self.split_at: dict[str, int] = {}
         self._loaded = False
         self._dirty: set[str] = set()
@@ -231,6 +232,7 @@ class Uploader:
             if newest is not None:
                 remote[name] = await read_end_pos(client, newest)
             self.last_snapshot[name] = max((f.modified_at() for f in rdb.snapshots), default=time.time())
+            self.snapshot_txid[name] = max((f.max_txid for f in rdb.snapshots), default=0)
         self.remote = remote
         self._loaded = True
         log.info("s3 backup positions: %s", {k: str(v) for k, v in sorted(remote.items())} or "none")
@@ -248,7 +250,9 @@ class Uploader:
             now = time.time()
             for db in sorted(self.remote):
                 interval = self.cfg.snapshot_interval
-                if interval and now - self.last_snapshot.get(db, now) >= interval:
+                # A database backed up for the first time gets its first periodic snapshot an
+                # interval from now (its chain starts at TXID 1 or at a snapshot anyway).
+                if interval and now - self.last_snapshot.setdefault(db, now) >= interval:
                     await self.periodic_snapshot(db)
         except BaseException:
             self._dirty |= dirty
@@ -293,7 +297,9 @@ class Uploader:
         return pos.txid < local_max
 
     async def periodic_snapshot(self, db: str) -> None:
-        if not self.node.database_txid(db):
+        txid = self.node.database_txid(db)
+        if not txid or txid == self.snapshot_txid.get(db, 0):
+            self.last_snapshot[db] = time.time()  # nothing new: look again an interval later
             return
         await self.upload_snapshot(db, move_position=False)
 
@@ -324,6 +330,7 @@ class Uploader:
         await self.client().put_object(snapshot_key(self.prefix, db, pos.txid), buf.getvalue())
         self.uploads += 1
         self.last_snapshot[db] = time.time()
+        self.snapshot_txid[db] = pos.txid
         remote = self.remote.get(db, Pos.zero())
         if move_position or pos.txid <= remote.txid:
             if move_position:

@@ -309,3 +309,37 @@ def test_gap_uploads_a_snapshot(tmp_path: Path, seaweed: SeaweedFS) -> None:
         assert res.returncode != 0 and "before the first backup" in res.stderr
     finally:
         node.stop()
+
+
+def test_periodic_snapshots_and_retention(tmp_path: Path, seaweed: SeaweedFS) -> None:
+    prefix = f"snap-{uuid.uuid4().hex[:8]}"
+    node = LiteFSNode(
+        tmp_path, config=backup_section(seaweed, prefix, **{"snapshot-interval": "300ms", "retention": "1s"})
+    )
+    try:
+        node.start()
+        execute(node, "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+        for i in range(1, 4):
+            execute(node, f"INSERT INTO t VALUES ({i}, 'x')")
+            txid = wait_uploaded(node, seaweed, prefix)
+            wait_for(
+                lambda t=txid: any(s.max_txid >= t for s in remote_state(seaweed, prefix).snapshots),
+                what=f"a snapshot at TXID {txid}",
+            )
+        # Older objects go once a snapshot older than the retention window exists.
+        wait_for(
+            lambda: all(f.min_txid > 1 for f in remote_state(seaweed, prefix).ltx),
+            what="retention to remove the first LTX object",
+        )
+        execute(node, "INSERT INTO t VALUES (4, 'y')")
+        wait_uploaded(node, seaweed, prefix)
+        config = write_config(tmp_path, seaweed, prefix)
+        out = tmp_path / "restored.db"
+        res = cli("backup", "restore", "-config", config, "-name", "db", str(out))
+        assert res.returncode == 0, res.stderr
+        assert [r[0] for r in rows(str(out))] == [1, 2, 3, 4]
+        assert ltx_checksum(str(out)) == node.pos("db").split("/")[1]
+        res = cli("backup", "restore", "-config", config, "-name", "db", "-txid", "1", str(tmp_path / "x.db"))
+        assert res.returncode != 0 and "before the first backup" in res.stderr
+    finally:
+        node.stop()
