@@ -9,10 +9,13 @@ import subprocess
 import sys
 
 import httpx
+import pytest
 
 from litefs.testing import LiteFSNode
 
 from .conftest import backing_checksum, file_checksum
+
+pytestmark = pytest.mark.fuse
 
 
 def litefs(*args: str) -> subprocess.CompletedProcess[str]:

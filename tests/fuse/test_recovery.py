@@ -15,6 +15,8 @@ from litefs.testing import LiteFSNode
 
 from .conftest import JOURNAL_MODES, SQLConn, SQLError, backing_checksum
 
+pytestmark = pytest.mark.fuse
+
 
 def series(n: int, expr: str) -> str:
     return (

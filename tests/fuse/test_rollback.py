@@ -16,6 +16,8 @@ from litefs.testing import LiteFSNode
 
 from .conftest import JOURNAL_MODES, PAGE_SIZES, SQLConn, backing_checksum
 
+pytestmark = pytest.mark.fuse
+
 MODES = [pytest.param(m, p, id=f"{m}-{p}") for m in JOURNAL_MODES for p in PAGE_SIZES]
 
 
