@@ -180,6 +180,9 @@ def bench_snapshot(root: Path, size_mb: int) -> None:
             f"          peak RSS: primary {sampler.peak['primary']:.0f} MB, replica {sampler.peak['replica']:.0f} MB "
             "(target < 150 MB)"
         )
+        for line in replica.log().splitlines():
+            if "applied snapshot" in line:
+                print("          replica:", line.split(": ", 1)[1])
     finally:
         replica.stop()
         primary.stop()

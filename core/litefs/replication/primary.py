@@ -66,6 +66,8 @@ log = logging.getLogger("litefs.replication")
 HEARTBEAT_INTERVAL = 1.0
 #: Bytes of an LTX file per wire chunk (LiteFS copies with a 32 KiB buffer).
 CHUNK_SIZE = 32768
+#: Bytes of a snapshot read and sent per write (as 64 KiB wire chunks).
+SEND_SIZE = 1 << 20
 
 
 class StreamRequestError(ValueError):
@@ -208,7 +210,8 @@ class ReplicaStream:
     async def _send_file(self, name: str, path: str) -> AsyncIterator[bytes]:
         yield LTXFrameStart(name).encode()
         with open(path, "rb") as f:
-            while data := f.read(CHUNK_SIZE):
+            # One write per MiB: each yield costs a trip through quart and hypercorn.
+            while data := f.read(SEND_SIZE):
                 yield encode_chunk(data)
         yield CHUNK_END
 

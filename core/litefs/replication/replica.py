@@ -226,6 +226,7 @@ class ReplicaClient:
                         spool.write(event.data)
                     elif isinstance(event, LTXFrameStart):
                         spool = _Spool(self.store.create_db(event.name))
+                        spool.started = time.perf_counter()
                     elif isinstance(event, LTXFrameEnd):
                         assert spool is not None
                         current, spool = spool, None
@@ -265,8 +266,18 @@ class ReplicaClient:
         except BaseException:
             spool.discard()
             raise
+        received = time.perf_counter()
         await self._apply_file(db, path, header)
         self.applied += 1
+        if header.is_snapshot:
+            log.info(
+                "%s: applied snapshot at txid %016x (%d pages): received in %.3fs, applied in %.3fs",
+                db.name,
+                header.max_txid,
+                header.commit,
+                received - spool.started,
+                time.perf_counter() - received,
+            )
         if self.is_ready:
             self.primary_timestamp_ms = header.timestamp
 
@@ -315,6 +326,7 @@ class _Spool:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        self.started = time.perf_counter()
         os.makedirs(db.ltx_dir, exist_ok=True)
         # Ends in ".tmp": startup recovery removes leftovers.
         self.tmp = os.path.join(db.ltx_dir, f".incoming-{secrets.token_hex(4)}.tmp")
