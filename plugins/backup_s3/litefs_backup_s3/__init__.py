@@ -108,6 +108,13 @@ def litefs_tx_committed(node: Any, event: Any) -> None:
 
 
 @hookimpl
+def litefs_primary_changed(node: Any, event: Any) -> None:
+    up = _UPLOADERS.get(id(node))
+    if up is not None and up.node is node:
+        up.on_primary_changed(event)
+
+
+@hookimpl
 def litefs_register_commands(cli: Any) -> None:
     from litefs_backup_s3.cli import backup_group
 

@@ -171,6 +171,9 @@ class Uploader:
         self._dirty.add(event.db)
         self._poke()
 
+    def on_primary_changed(self, event: Any) -> None:
+        self._poke()
+
     def _poke(self) -> None:
         if self._token is not None and self._wake is not None:
             try:
@@ -200,7 +203,9 @@ class Uploader:
         while True:
             if not self.node.is_primary:
                 self._loaded = False  # another node may upload meanwhile: re-read when primary again
-                await trio.sleep(0.5)
+                self._wake = trio.Event()
+                with trio.move_on_after(1.0):  # woken by a primary change; polled as a safety net
+                    await self._wake.wait()
                 continue
             self._wake = trio.Event()
             try:
