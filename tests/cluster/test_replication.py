@@ -89,3 +89,16 @@ def test_primary_notices_a_replica_that_goes_away(cluster: Cluster) -> None:
     w.execute("INSERT INTO t VALUES (1)")  # the primary keeps working
     replica.start()
     wait_until(lambda: same_pos(primary, replica, "db"), what="catch-up after restart")
+
+
+def test_replica_reconnects_after_primary_restart(cluster: Cluster) -> None:
+    primary, replica, w = setup_pair(cluster)
+    w.close()
+    assert primary.stop() == 0
+    primary.start()
+    w = cluster.connect(primary.path("db"))
+    w.execute("INSERT INTO t VALUES (1)")
+    wait_until(lambda: same_pos(primary, replica, "db"), what="catch-up after reconnect")
+    r = cluster.connect(replica.path("db"))
+    assert r.execute("SELECT sum(x) FROM t") == [[101]]
+    assert replica.log().count("connected to primary") >= 2
