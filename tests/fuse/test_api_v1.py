@@ -9,7 +9,9 @@ from litefs.testing import LiteFSNode
 
 
 def test_db_document_matches_the_pos_file(node: LiteFSNode) -> None:
-    subprocess.run(["sqlite3", node.path("app.db"), "CREATE TABLE t (x); INSERT INTO t VALUES (1)"], check=True)
+    subprocess.run(
+        ["sqlite3", node.path("app.db"), "CREATE TABLE t (x); INSERT INTO t VALUES (1)"], check=True
+    )
     txid, checksum = node.pos("app.db").split("/")
     doc = node.get("/api/v1/dbs/app.db").json()
     assert doc["name"] == "app.db"
