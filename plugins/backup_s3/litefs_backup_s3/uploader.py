@@ -305,6 +305,8 @@ class Uploader:
         txid = self.node.database_txid(db)
         if not txid or txid == self.snapshot_txid.get(db, 0):
             self.last_snapshot[db] = time.time()  # nothing new: look again an interval later
+            if self.cfg.retention:  # older objects still age out of the window
+                await self.enforce_retention(db)
             return
         await self.upload_snapshot(db, move_position=False)
 
