@@ -102,3 +102,19 @@ def test_replica_reconnects_after_primary_restart(cluster: Cluster) -> None:
     r = cluster.connect(replica.path("db"))
     assert r.execute("SELECT sum(x) FROM t") == [[101]]
     assert replica.log().count("connected to primary") >= 2
+
+
+def test_replica_stops_cleanly_while_applying(cluster: Cluster) -> None:
+    primary, replica, w = setup_pair(cluster)
+    r = cluster.connect(replica.path("db"))
+    for round_ in range(3):
+        for i in range(60):
+            w.execute("INSERT INTO t VALUES (?)", [i])
+            if i == 40:
+                r.execute("SELECT count(*) FROM t")
+        # SIGTERM lands while LTX files are still arriving and being applied.
+        assert replica.stop(timeout=10) == 0, f"round {round_}: {replica.log()[-2000:]}"
+        r.close()
+        replica.start()
+        wait_until(lambda: same_pos(primary, replica, "db"), what="catch-up after restart")
+        r = cluster.connect(replica.path("db"))

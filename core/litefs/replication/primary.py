@@ -30,7 +30,6 @@ import trio
 from quart import Response, request
 
 from litefs.events import TxEvent
-from litefs.fuse.locks import sqlite_lock
 from litefs.ltx import (
     EMPTY_DATABASE_CHECKSUM,
     FLAG_COMPRESS_LZ4,
@@ -41,6 +40,7 @@ from litefs.ltx import (
     lock_pgno,
     peek_header,
 )
+from litefs.replication.mountlock import mount_lock, run_in_thread
 from litefs.replication.protocol import (
     CHUNK_END,
     DropDBFrame,
@@ -228,9 +228,9 @@ class ReplicaStream:
                 pos = db.pos
                 _write_snapshot_file(tmp, db, pos, self.store.node_id, self.store.compress)
             else:
-                async with sqlite_lock(os.path.join(self.node.mount_dir, db.name), exclusive=False):
+                async with mount_lock(os.path.join(self.node.mount_dir, db.name), exclusive=False):
                     pos = db.pos
-                    await trio.to_thread.run_sync(
+                    await run_in_thread(
                         _write_snapshot_file, tmp, db, pos, self.store.node_id, self.store.compress
                     )
         except BaseException:

@@ -28,9 +28,9 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import trio
 
-from litefs.fuse.locks import sqlite_lock
 from litefs.lease import LeaseError, PrimaryInfo
 from litefs.ltx import Decoder, Header, LTXError, Pos, peek_header
+from litefs.replication.mountlock import mount_lock, run_in_thread
 from litefs.replication.protocol import (
     DropDBFrame,
     EndFrame,
@@ -126,13 +126,16 @@ class ReplicaClient:
         """Follow the primary until cancelled."""
         self._task_status = task_status
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._release_on_shutdown)
+            nursery.start_soon(self._stop_on_shutdown, nursery.cancel_scope)
             await self._loop()
+            nursery.cancel_scope.cancel()
 
-    async def _release_on_shutdown(self) -> None:
-        # A node that never catches up (no primary, another cluster) must still stop on SIGTERM: the
-        # node's startup is waiting for this task to report itself started.
+    async def _stop_on_shutdown(self, scope: trio.CancelScope) -> None:
+        # Stop replicating as soon as the node is asked to stop, before its FUSE loop ends (an apply
+        # in flight needs it). A node that never caught up (no primary, another cluster) must stop
+        # too: the node's startup is waiting for this task to report itself started.
         await self.node._shutdown.wait()
+        scope.cancel()
         self._mark_ready()
 
     async def _loop(self) -> None:
@@ -287,12 +290,12 @@ class ReplicaClient:
         if visible:
             # Readers hold SHARED; EXCLUSIVE waits for them and keeps new ones out until the database
             # file, its size and the cached pages all show the new transaction.
-            async with sqlite_lock(os.path.join(node.mount_dir, db.name), exclusive=True):
+            async with mount_lock(os.path.join(node.mount_dir, db.name), exclusive=True):
                 self._apply_locked(db, path, header)
-                await trio.to_thread.run_sync(node.fs.invalidate_db_sync, db.name)
+                await run_in_thread(node.fs.invalidate_db_sync, db.name)
         else:
             self._apply_locked(db, path, header)
-            await trio.to_thread.run_sync(node.fs.invalidate_db_sync, db.name)
+            await run_in_thread(node.fs.invalidate_db_sync, db.name)
 
     @staticmethod
     def _apply_locked(db: Database, path: str, header: Header) -> None:
