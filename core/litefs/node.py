@@ -222,6 +222,16 @@ class Node:
             log.error("service %s failed: %s", name, exc, exc_info=exc)
             self.request_shutdown(EXIT_ERROR)
 
+    def _backup_service(self) -> tuple[str, Callable[..., Any]] | None:
+        """The uploader selected by ``backup.type`` (a plugin's registered backup type), if any."""
+        if "backup" not in self.registry.sections:
+            return None
+        section = self.config.section("backup")
+        backup_type = self.registry.backup_type(getattr(section, "type", ""))
+        if backup_type is None:
+            return None
+        return f"backup-{backup_type.name}", backup_type.factory(self, section)
+
     async def run(self) -> None:
         """Run the node until a signal or a fatal error; the caller has opened the store."""
         app = create_app(self)
@@ -251,6 +261,9 @@ class Node:
             self.registry.hook.litefs_node_services(
                 node=self, register=lambda name, run: services.append((name, run))
             )
+            backup = self._backup_service()
+            if backup is not None:
+                services.append(backup)
             for name, run in services:
                 await nursery.start(self._run_service, name, run)
 

@@ -83,23 +83,6 @@ def litefs_register_backup_types(register: Callable[..., None]) -> None:
     register("s3", make_service)
 
 
-def _enabled_section(node: Any) -> Any:
-    try:
-        section = node.config.section("backup")
-    except (KeyError, AttributeError):
-        return None
-    return section if getattr(section, "type", "") == "s3" else None
-
-
-@hookimpl
-def litefs_node_services(node: Any, register: Callable[[str, Any], None]) -> None:
-    # The core does not (yet) start backup-type factories itself, so start the uploader here; the
-    # uploader's run() ignores a second start should the core do it too.
-    section = _enabled_section(node)
-    if section is not None:
-        register("backup-s3", make_service(node, section))
-
-
 @hookimpl
 def litefs_tx_committed(node: Any, event: Any) -> None:
     up = _UPLOADERS.get(id(node))
