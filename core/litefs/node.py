@@ -23,19 +23,21 @@ from typing import TYPE_CHECKING, Any
 import pyfuse3
 import trio
 
+from litefs.election import Election, ElectionSettings
 from litefs.events import PrimaryChangeEvent, TxEvent
 from litefs.fuse.locks import sqlite_lock
 from litefs.fuse.mount import MAX_TASKS, mount_options, prepare_mountpoint
 from litefs.fuse.ops import LiteFSOperations
 from litefs.http.app import create_app, make_route_registrar
 from litefs.http.server import port_of, serve_http
-from litefs.lease import LeaseError, PrimaryExistsError, PrimaryInfo
+from litefs.lease import PrimaryInfo
 from litefs.replication.replica import ReplicaClient
 from litefs.store import RecoveryError, Store, StoreError
+from litefs.store.store import new_cluster_id
 
 if TYPE_CHECKING:
     from litefs.config import Config
-    from litefs.lease import Lease, Leaser
+    from litefs.lease import Leaser
     from litefs.plugins import PluginRegistry
 
 log = logging.getLogger("litefs")
@@ -43,6 +45,9 @@ log = logging.getLogger("litefs")
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_FATAL = 99
+
+#: How long startup waits for the election to decide this node's role before mounting anyway.
+ROLE_WAIT_TIMEOUT = 10.0
 
 
 class Node:
@@ -60,7 +65,9 @@ class Node:
         self.fs = LiteFSOperations(self.store, on_fatal=self._on_fatal)
         self.exit_code = EXIT_OK
         self.leaser: Leaser | None = None
-        self.lease: Lease | None = None
+        self.election: Election | None = None
+        self._role_known = trio.Event()
+        self._mounted_event = trio.Event()
         self._api_url = ""
         self._ready = trio.Event()
         self._shutdown = trio.Event()
@@ -109,7 +116,10 @@ class Node:
         return db.pos.txid if db is not None else 0
 
     def lag_seconds(self) -> float:
-        return 0.0
+        """Seconds since the primary's last heartbeat or transaction (0 on the primary)."""
+        if self.is_primary or not self.replica.primary_timestamp_ms:
+            return 0.0
+        return self.replica.lag_ms() / 1000
 
     async def wait_ready(self) -> None:
         await self._ready.wait()
@@ -185,24 +195,6 @@ class Node:
                 log.info("received %s, shutting down", signal.Signals(signum).name)
                 self.request_shutdown(EXIT_OK)
 
-    async def _acquire_lease(self) -> None:
-        assert self.leaser is not None
-        try:
-            self.lease = await self.leaser.acquire()
-        except PrimaryExistsError:
-            self.lease = None
-        if self.lease is not None:
-            self.store.ensure_cluster_id()
-            self.set_role(True, self.leaser.hostname)
-            log.info("primary lease acquired, advertising as %s", self.leaser.advertise_url)
-            return
-        try:
-            info = await self.leaser.primary_info()
-            self.set_role(False, info.hostname)
-        except LeaseError:
-            self.set_role(False, "")
-        log.info("not primary: replication is not available yet (primary %r)", self.store.primary_hostname)
-
     async def _fuse_main(self) -> None:
         try:
             await pyfuse3.main(min_tasks=1, max_tasks=MAX_TASKS)
@@ -245,7 +237,23 @@ class Node:
             self.leaser = self.registry.create_leaser(
                 self.config, node_id=self.node_id, http_port=port_of(self._api_url)
             )
-            await self._acquire_lease()
+            lease_config = self.config.lease
+            self.election = Election(
+                self.leaser,
+                _ElectionHost(self),
+                ElectionSettings(
+                    candidate=lease_config.candidate,
+                    reconnect_delay=lease_config.reconnect_delay,
+                    demote_delay=lease_config.demote_delay,
+                ),
+            )
+            self.store.lease_valid = self.election.writable
+            self.replica.standalone = False
+            nursery.start_soon(self.election.run)
+            # Mount with the role known, so the root's mode (0777 primary, 0555 replica) that the
+            # kernel caches is right from the start.
+            with trio.move_on_after(ROLE_WAIT_TIMEOUT):
+                await self._role_known.wait()
 
             pyfuse3.init(
                 self.fs,
@@ -253,8 +261,12 @@ class Node:
                 mount_options(allow_other=self.config.fuse.allow_other, debug=self.config.fuse.debug),
             )
             self._mounted = True
+            self._mounted_event.set()
             nursery.start_soon(self._fuse_main)
-            await nursery.start(self.replica.run)  # replicas: returns after the first catch-up (READY)
+            if self.config.skip_sync:  # LiteFS: start services and exec without waiting for sync
+                nursery.start_soon(self.replica.run)
+            else:
+                await nursery.start(self.replica.run)  # replicas: returns after the first catch-up
             log.info("mounted at %s", self.mount_dir)
 
             services: list[tuple[str, Callable[..., Any]]] = []
@@ -278,16 +290,48 @@ class Node:
                 log.exception("node shutdown hook failed")
             self._http_shutdown.set()
             pyfuse3.terminate()
-            if self.lease is not None:
-                with trio.move_on_after(2):
-                    await self.lease.close()
-            nursery.cancel_scope.cancel()
+            nursery.cancel_scope.cancel()  # the election releases the lease as it is cancelled
 
     def close(self) -> None:
         if self._mounted:
             pyfuse3.close(unmount=True)
             self._mounted = False
         self.store.close()
+
+
+class _ElectionHost:
+    """Connects the election loop (:mod:`litefs.election`) to the node."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    def local_cluster_id(self) -> str:
+        return self.node.store.cluster_id
+
+    def adopt_cluster_id(self, cluster_id: str) -> None:
+        if cluster_id != self.node.store.cluster_id:
+            self.node.store.set_cluster_id(cluster_id)
+
+    def new_cluster_id(self) -> str:
+        return new_cluster_id()
+
+    def on_primary(self, info: PrimaryInfo) -> None:
+        node = self.node
+        node.replica.primary_info = None
+        node.set_role(True, info.hostname)
+        log.info("primary lease acquired, advertising as %s", info.advertise_url)
+        node._role_known.set()
+        node.replica._mark_ready()
+
+    def on_not_primary(self, info: PrimaryInfo | None) -> None:
+        node = self.node
+        node.replica.primary_info = info
+        node.set_role(False, info.hostname if info is not None else "")
+        node._role_known.set()
+
+    async def follow(self, info: PrimaryInfo) -> str | None:
+        await self.node._mounted_event.wait()  # applying takes SQLite's locks through the mount
+        return await self.node.replica.follow_until_error(info)
 
 
 def run_mount(config: Config, registry: PluginRegistry, *, skip_unmount: bool = False) -> int:

@@ -94,6 +94,8 @@ class ReplicaClient:
         self.applied = 0
         self._ready = trio.Event()
         self._task_status: trio.TaskStatus[None] | None = None
+        #: True: run() looks up and follows the primary itself; False: the election loop drives it.
+        self.standalone = True
 
     # -- state for the mount and the API ------------------------------------------------------------
 
@@ -125,9 +127,14 @@ class ReplicaClient:
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Follow the primary until cancelled."""
         self._task_status = task_status
+        if self._ready.is_set():  # became primary (or caught up) before this task started
+            self._mark_ready()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._stop_on_shutdown, nursery.cancel_scope)
-            await self._loop()
+            if self.standalone:
+                await self._loop()
+            else:
+                await trio.sleep_forever()  # the node's election loop calls follow_until_error()
             nursery.cancel_scope.cancel()
 
     async def _stop_on_shutdown(self, scope: trio.CancelScope) -> None:
@@ -139,6 +146,7 @@ class ReplicaClient:
         self._mark_ready()
 
     async def _loop(self) -> None:
+        """Without an election loop (tests of the client alone): look up the primary and follow it."""
         delay = self.node.config.lease.reconnect_delay
         while True:
             if self.node.is_primary:
@@ -146,27 +154,37 @@ class ReplicaClient:
                 await trio.sleep(delay)
                 continue
             info = await self._lookup_primary()
-            if info is not None and info.advertise_url:
-                try:
-                    await self.follow(info)
-                except ClusterIDMismatchError as exc:
-                    log.error("%s", exc)
-                except ApplyError as exc:
-                    log.error("fatal: %s", exc)
-                    self.node.request_shutdown(EXIT_FATAL)
-                    return
-                except (
-                    ReplicationError,
-                    ProtocolError,
-                    httpx.HTTPError,
-                    StoreError,
-                    LTXError,
-                    OSError,
-                ) as exc:
-                    log.warning("replication stream from %s ended: %s", info.hostname, exc)
-                finally:
-                    self.connected = False
+            if info is not None:
+                await self.follow_until_error(info)
             await trio.sleep(delay)
+
+    async def follow_until_error(self, info: PrimaryInfo) -> str | None:
+        """:meth:`follow`, with every stream error logged instead of raised (the caller reconnects
+        after ``lease.reconnect-delay``); an apply failure stops the node with exit code 99."""
+        self.primary_info = info
+        if not info.advertise_url:
+            log.warning("primary %s has no advertise URL; cannot replicate", info.hostname)
+            return None
+        try:
+            return await self.follow(info)
+        except ClusterIDMismatchError as exc:
+            log.error("%s", exc)
+        except ApplyError as exc:
+            log.error("fatal: %s", exc)
+            self.node.request_shutdown(EXIT_FATAL)
+            await trio.sleep_forever()  # the node is shutting down; do not reconnect meanwhile
+        except (
+            ReplicationError,
+            ProtocolError,
+            httpx.HTTPError,
+            StoreError,
+            LTXError,
+            OSError,
+        ) as exc:
+            log.warning("replication stream from %s ended: %s", info.hostname, exc)
+        finally:
+            self.connected = False
+        return None
 
     async def _lookup_primary(self) -> PrimaryInfo | None:
         leaser = self.node.leaser

@@ -80,6 +80,9 @@ class Store:
         self.cluster_id = ""
         self.is_primary = False
         self.primary_hostname = ""
+        #: False once the primary's lease may have expired (set by the node's election); writes
+        #: are refused from that moment, before any other node can take the lease.
+        self.lease_valid: Callable[[], bool] = lambda: True
         self._dbs: dict[str, Database] = {}
         self._subscribers: set[Subscriber] = set()
         #: Called with every TxEvent after it is published (the node calls the plugin hook here).
@@ -144,7 +147,7 @@ class Store:
             os.path.join(self.dbs_dir, name),
             compress=self.compress,
             node_id=self.node_id,
-            writable=lambda: self.is_primary,
+            writable=lambda: self.is_primary and self.lease_valid(),
             on_commit=self._on_commit,
             strict_verify=self.strict_verify,
             fsync=self.fsync,

@@ -82,7 +82,6 @@ def test_write_on_a_replica_is_forwarded_to_the_primary_with_its_cookie(pair: Si
     match = COOKIE_RE.match(r.headers["set-cookie"])
     assert match and int(match.group(1), 16) == int(pair.primary.pos("app.db").split("/")[0], 16)
     assert httpx.get(pair.primary_app.url + "/rows").json()["rows"] == ["via replica"]
-    assert httpx.get(pair.replica_app.url + "/rows").json()["rows"] == []  # nothing written locally
 
 
 def test_forwarded_request_keeps_method_query_headers_and_sets_x_forwarded(pair: SimpleNamespace) -> None:
@@ -114,7 +113,6 @@ def test_large_write_streams_through_both_proxies(pair: SimpleNamespace) -> None
     assert r.json() == {"length": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
-@pytest.mark.xfail(reason="replication between nodes does not exist yet: the replica never gets the row")
 def test_read_on_the_replica_with_the_cookie_sees_the_forwarded_write(pair: SimpleNamespace) -> None:
     with httpx.Client() as client:
         r = client.post(pair.replica_url + "/rows", content=b"read your writes")
