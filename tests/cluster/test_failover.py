@@ -1,0 +1,111 @@
+"""Failover with a real lease service: nodes elect a primary through etcd, the primary is killed,
+a candidate takes over, and the old primary rejoins as a replica and converges."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from litefs.testing import LiteFSNode
+from litefs.testing_services import ConsulAgent, EtcdCluster, ServiceUnavailable
+
+from .conftest import wait_until
+
+pytestmark = pytest.mark.services
+
+
+@pytest.fixture(scope="module", params=["etcd", "consul"])
+def backend(request: pytest.FixtureRequest) -> Iterator[tuple[str, dict, float]]:
+    """(lease type, its litefs.yml section, TTL) of a real lease service started for the module."""
+    key = f"litefs-test/{uuid.uuid4().hex[:12]}"
+    try:
+        if request.param == "etcd":
+            service = EtcdCluster(1).start()
+            section, ttl = {"endpoints": service.endpoints, "key": "/" + key, "ttl": "2s"}, 2.0
+        else:
+            service = ConsulAgent().start()
+            section, ttl = {"url": service.url, "key": key, "ttl": "10s", "lock-delay": "1s"}, 10.0
+    except ServiceUnavailable as exc:
+        pytest.skip(f"!!! {request.param.upper()} UNAVAILABLE -- failover tests SKIPPED: {exc}")
+    try:
+        yield request.param, section, ttl
+    finally:
+        service.stop()
+
+
+def lease_node(
+    root: Path, name: str, backend: tuple[str, dict, float], *, candidate: bool = True
+) -> LiteFSNode:
+    lease_type, section, _ = backend
+    node = LiteFSNode(root, name=name, candidate=candidate)
+    node.config["lease"] = {
+        "type": lease_type,
+        "candidate": candidate,
+        "hostname": name,
+        "advertise-url": node.url,
+        "reconnect-delay": "100ms",
+        lease_type: section,
+    }
+    return node
+
+
+def sql(node: LiteFSNode, statement: str) -> str:
+    out = subprocess.run(
+        ["sqlite3", "-cmd", ".timeout 5000", node.path("db"), statement],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    if out.returncode != 0:
+        raise OSError(out.stderr.strip())
+    return out.stdout.strip()
+
+
+def test_primary_killed_candidate_takes_over_and_old_primary_rejoins(tmp_path: Path, backend) -> None:
+    ttl = backend[2]
+    a = lease_node(tmp_path, "a", backend)
+    b = lease_node(tmp_path, "b", backend)
+    c = lease_node(tmp_path, "c", backend, candidate=False)
+    try:
+        a.start()
+        wait_until(lambda: a.info()["isPrimary"], what="a to become primary")
+        b.start()
+        c.start()
+        assert not b.info()["isPrimary"] and not c.info()["isPrimary"]
+        sql(a, "CREATE TABLE t (x); INSERT INTO t VALUES (1)")
+        wait_until(lambda: b.pos("db") == a.pos("db") == c.pos("db"), what="replicas to catch up")
+        with pytest.raises(OSError, match="readonly"):
+            sql(b, "INSERT INTO t VALUES (99)")
+
+        killed_at = time.monotonic()
+        a.kill()
+        # Consul may invalidate a session up to 2 x TTL after its last renewal, then adds lock-delay.
+        wait_until(lambda: b.info()["isPrimary"], timeout=ttl * 3, what="b to take over")
+        wait_until(lambda: sql(b, "INSERT INTO t VALUES (2); SELECT count(*) FROM t") == "2", timeout=10)
+        failover = time.monotonic() - killed_at
+        assert failover < ttl * 2.5 + 2, failover
+        print(f"{backend[0]}: kill of the primary to first write on the new primary: {failover:.1f}s")
+        assert not c.info()["isPrimary"]  # the non-candidate never promotes
+        wait_until(lambda: c.pos("db") == b.pos("db"), what="c to follow the new primary")
+        assert read_primary(c) == "b"
+
+        a.start()
+        wait_until(lambda: a.pos("db") == b.pos("db"), what="old primary to converge")
+        assert not a.info()["isPrimary"]
+        assert sql(a, "SELECT group_concat(x) FROM t") == "1,2"
+        for node in (a, b, c):
+            assert sql(node, "PRAGMA integrity_check") == "ok"
+    finally:
+        for node in (a, b, c):
+            node.stop()
+
+
+def read_primary(node: LiteFSNode) -> str:
+    with open(node.path(".primary")) as f:
+        return f.read().strip()
