@@ -126,7 +126,6 @@ class LiteFSOperations(pyfuse3.Operations):
         self._handles: dict[int, Handle] = {}
         self._next_fh = 1
         self._dirty_dirs: set[str] = set()
-        self._wal_warned = False
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -317,7 +316,9 @@ class LiteFSOperations(pyfuse3.Operations):
                 db.truncate_database(size, fd)
             elif kind is FileKind.JOURNAL:
                 db.truncate_journal(size, fd)
-            elif kind in (FileKind.WAL, FileKind.SHM):
+            elif kind is FileKind.WAL:
+                db.truncate_wal(size, fd)
+            elif kind is FileKind.SHM:
                 if fd is not None:
                     os.ftruncate(fd, size)
                 else:
@@ -482,12 +483,6 @@ class LiteFSOperations(pyfuse3.Operations):
             db = self.store.db(dbname)
             if db is None:
                 raise pyfuse3.FUSEError(errno.ENOENT)
-        if kind is FileKind.WAL and not self._wal_warned:
-            # WAL commit capture is the next step of the project: say so instead of losing commits.
-            log.warning(
-                "%s: WAL mode is not supported yet: its commits are not turned into LTX files", dbname
-            )
-            self._wal_warned = True
         fd = db.open_file(kind, self._backing_flags(flags) | os.O_CREAT, 0o644)
         self._dirty_dirs.add(db.path)
         fh = self._new_handle(Handle(kind, db, fd=fd))
@@ -511,7 +506,9 @@ class LiteFSOperations(pyfuse3.Operations):
             return db.write_database(h.fd, off, buf)
         if kind is FileKind.JOURNAL:
             return db.write_journal(h.fd, off, buf)
-        if kind in (FileKind.WAL, FileKind.SHM):
+        if kind is FileKind.WAL:
+            return db.write_wal(h.fd, off, buf)  # a completed commit frame becomes an LTX file first
+        if kind is FileKind.SHM:
             return os.pwrite(h.fd, buf, off)
         raise pyfuse3.FUSEError(errno.EIO if kind is FileKind.LOCK else errno.EPERM)
 

@@ -43,6 +43,7 @@ from litefs.sqlite.errors import SQLiteFormatError
 from litefs.sqlite.header import DATABASE_HEADER_SIZE, DatabaseHeader
 from litefs.sqlite.journal import is_journal_header_valid, rollback_journal
 from litefs.store.names import BACKING_NAMES, FileKind
+from litefs.store.wal import WALRecovery, WALState
 
 log = logging.getLogger("litefs.store")
 
@@ -170,6 +171,8 @@ class Database:
         # itself before invalidating a journal under synchronous=FULL/NORMAL, so the commit can skip it.
         self._db_synced = True
         self.stats = CommitStats()
+        #: WAL mode: commit capture from the -wal file, committed page overlay (store/wal.py).
+        self.wal = WALState(self)
 
     # -- paths ---------------------------------------------------------------------------------
 
@@ -209,6 +212,7 @@ class Database:
         if self._db_fd is not None:
             os.close(self._db_fd)
             self._db_fd = None
+        self.wal.close()
 
     def open_file(self, kind: FileKind, flags: int, mode: int = 0o644) -> int:
         """Open (or with O_CREAT create) a backing file; return the OS file descriptor.
@@ -219,7 +223,10 @@ class Database:
             if kind is FileKind.JOURNAL and not self._writable():
                 raise ReadOnlyError("read only replica")
             os.makedirs(self.path, exist_ok=True)
-        return os.open(self.backing_path(kind), flags | os.O_CLOEXEC, mode)
+        fd = os.open(self.backing_path(kind), flags | os.O_CLOEXEC, mode)
+        if kind is FileKind.WAL:
+            self.wal.exists = True  # WAL mode: database writes are checkpoints from now on
+        return fd
 
     # -- writes from SQLite --------------------------------------------------------------------
 
@@ -227,6 +234,11 @@ class Database:
         """Write to the database file and mark the pages it touches dirty."""
         if not self._writable():
             raise ReadOnlyError("read only replica")
+        if self.wal.exists:
+            # WAL mode: only checkpoints write the database file, with pages whose LTX files exist.
+            self.wal.before_checkpoint_write()
+            self._db_synced = False
+            return os.pwrite(fd, data, offset)
         n = os.pwrite(fd, data, offset)
         if n:
             self._db_synced = False
@@ -303,8 +315,36 @@ class Database:
         os.unlink(self.journal_path)
 
     def remove_file(self, kind: FileKind) -> None:
-        """Unlink of ``-wal`` or ``-shm`` (plain pass-through for now)."""
+        """Unlink of ``-wal`` or ``-shm``."""
         os.unlink(self.backing_path(kind))
+        if kind is FileKind.WAL:
+            self.wal.removed()
+
+    # -- WAL mode (the state machine lives in store/wal.py) --------------------------------------
+
+    def write_wal(self, fd: int, offset: int, data: bytes) -> int:
+        """Write to ``-wal``; a write that completes a valid commit frame becomes an LTX file first."""
+        if not self._writable():
+            raise ReadOnlyError("read only replica")
+        return self.wal.write(fd, offset, data)
+
+    def truncate_wal(self, size: int, fd: int | None = None) -> None:
+        """Truncate ``-wal`` (TRUNCATE checkpoint, journal_size_limit)."""
+        if fd is not None:
+            os.ftruncate(fd, size)
+        else:
+            os.truncate(self.backing_path(FileKind.WAL), size)
+        self.wal.truncated(size)
+
+    def read_logical_page(self, pgno: int) -> bytes:
+        """Committed content of one page: the newest committed WAL frame, else the database file."""
+        data = self.wal.read_page(pgno)
+        if data is not None:
+            return data
+        data = _pread_full(self._db_fd_get(), self.page_size, (pgno - 1) * self.page_size)
+        if len(data) < self.page_size:
+            raise StoreError(f"{self.name}: page {pgno} missing from the database file")
+        return data
 
     # -- commit --------------------------------------------------------------------------------
 
@@ -436,7 +476,16 @@ class Database:
         """Recompute the whole-database checksum from disk and compare with the position."""
         if self.pos.txid == 0 or self.page_size == 0:
             return
-        actual = database_checksum(self.db_path, self.page_size, self.page_count)
+        if self.wal.pages:  # WAL mode: the database file overlaid with the committed WAL pages
+            check = ChecksumTracker(self.page_size)
+            lock = lock_pgno(self.page_size)
+            for pgno in range(1, self.page_count + 1):
+                if pgno != lock:
+                    check.set_page(pgno, self.read_logical_page(pgno))
+            check.truncate(self.page_count)
+            actual = check.checksum
+        else:
+            actual = database_checksum(self.db_path, self.page_size, self.page_count)
         if actual != self.pos.post_apply_checksum:
             raise VerifyError(
                 f"strict verify: {self.name}: database checksum {actual:016x} on TXID {self.pos.txid:016x} "
@@ -582,6 +631,7 @@ class Database:
                 os.unlink(self.backing_path(kind))
             except FileNotFoundError:
                 pass
+        self.wal.removed()
         return self.apply_ltx_file(path)
 
     def _remove_ltx_files(self) -> None:
@@ -595,6 +645,15 @@ class Database:
         if self.page_size == 0 or self.page_count == 0:
             return
         total = self.page_size * self.page_count
+        if self.wal.pages:  # WAL mode: overlay the committed WAL pages
+            for pgno in range(1, self.page_count + 1):
+                if pgno == lock_pgno(self.page_size):
+                    yield _pread_full(self._db_fd_get(), self.page_size, (pgno - 1) * self.page_size).ljust(
+                        self.page_size, b"\0"
+                    )
+                else:
+                    yield self.read_logical_page(pgno)
+            return
         with open(self.db_path, "rb") as f:
             off = 0
             while off < total:
@@ -639,6 +698,7 @@ class Database:
                 os.unlink(self.backing_path(kind))
             except FileNotFoundError:
                 pass
+        self.wal.removed()
         self.page_count = 0
         if self.page_size:
             self.tracker = ChecksumTracker(self.page_size)
@@ -718,6 +778,10 @@ class Database:
             os.unlink(self.journal_path)
             _fsync_dir(self.path)
 
+        # 4. WAL: copy the frames the newest LTX file covers into the database file (store/wal.py).
+        wal_recovery = WALRecovery(self)
+        wal_recovery.prepare(last_header)
+
         # 1. The database header (after rollback: the file now holds committed content only).
         self.page_size = 0
         self.page_count = 0
@@ -761,6 +825,8 @@ class Database:
             self._reapply(last[2], last_header)
         elif self.tracker is not None and self.page_count:
             log.warning("%s: database has no LTX files; the next commit will be a snapshot", self.name)
+        # 4b. WAL transactions past the newest LTX file get their LTX files; the WAL is then removed.
+        wal_recovery.finish()
         self._dirty.clear()
         self._db_synced = True
 

@@ -1,0 +1,499 @@
+"""WAL mode on the node: commits read from the write-ahead log, checkpoints, and startup recovery.
+
+LiteFS sees a WAL commit when SQLite releases the WAL write lock. pyfuse3 never sees locks, so here the
+commit is read from the log itself. ``-wal`` is opened direct_io, so every write arrives exactly as
+SQLite issued it: a frame is a 24-byte header write followed by a page write. When a write ends a frame
+whose header has a non-zero commit field (the database size after the transaction), the frames from
+the last committed offset up to it are read back and accepted only if their salts and cumulative
+checksums validate (:func:`~litefs.sqlite.wal.scan_wal_transactions`, the same rule SQLite's own WAL
+recovery applies). Each accepted transaction becomes ``ltx/<txid>-<txid>.ltx`` -- last version of each
+page, pages above the commit dropped, the WAL offset, size and salts in the header -- *before* the
+write that completes it is answered, so no checkpoint can copy a transaction into the database file
+before its LTX file exists.
+
+What SQLite does that this relies on:
+
+* Frames of the transaction being written may be overwritten in place (a page changed again after a
+  cache spill), and ``walRewriteChecksums`` then rewrites the later frame headers; both happen before
+  the commit frame is appended, and the commit frame is always a new frame at the end. So the first
+  write that ends a frame with a commit field set finishes the transaction, and the scan sees the
+  final bytes.
+* A checkpoint copies committed frames into the database file (pages identical to what the LTX files
+  already hold, so the position does not move), then the WAL restarts: a new 32-byte header with new
+  salts at offset 0, or a truncation to 0 (``wal_checkpoint(TRUNCATE)``, ``journal_size_limit``). SQLite
+  restarts only once every frame has been copied, so the overlay of committed WAL pages can be dropped
+  at that point.
+* ``locking_mode=EXCLUSIVE`` keeps the WAL index in heap memory instead of ``-shm``. Nothing here reads
+  ``-shm``: commits are taken from the WAL file, so exclusive mode works unchanged.
+
+The logical database is the database file overlaid with the committed WAL pages; the page-checksum
+tracker and the position always describe it (:meth:`WALState.read_page`).
+
+Durability. The LTX file of a WAL commit is written (temp file + rename) but **not fsynced** on the
+commit path. This is safe because the WAL is SQLite's durable log of the same transaction:
+
+* a crash of the node process (SIGKILL) loses nothing: written files stay in the page cache, and the
+  rename makes an LTX file appear whole or not at all;
+* after a power loss, startup recovery (:func:`recover_wal`) rebuilds an LTX file for every complete,
+  checksum-valid transaction found in the WAL past the newest LTX file -- under
+  ``synchronous=FULL`` SQLite fsyncs the WAL before it reports a commit, so every acknowledged
+  transaction is either in an LTX file or in the WAL;
+* the only step that moves WAL content elsewhere is a checkpoint, and before the first write of a
+  checkpoint reaches the database file the LTX files written so far are made durable (one
+  ``syncfs``), so a transaction can never be in the database file without its LTX file.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import time
+from typing import TYPE_CHECKING
+
+from litefs.ltx import (
+    FLAG_COMPRESS_LZ4,
+    ChecksumTracker,
+    Encoder,
+    Header,
+    LTXError,
+    Pos,
+    lock_pgno,
+    page_checksum,
+)
+from litefs.sqlite.errors import SQLiteFormatError
+from litefs.sqlite.wal import (
+    WAL_FRAME_HEADER_SIZE,
+    WAL_HEADER_SIZE,
+    WALHeader,
+    WALTransaction,
+    scan_wal_transactions,
+)
+
+if TYPE_CHECKING:
+    from litefs.store.database import CommitResult, Database
+
+log = logging.getLogger("litefs.store.wal")
+
+_TMP_SUFFIX = ".tmp"
+
+
+class _FdFile:
+    """The minimal ``BinaryIO`` the WAL scanner needs (seek + read), over a descriptor with pread."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._pos = 0
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self._pos = offset
+        return offset
+
+    def read(self, n: int) -> bytes:
+        data = os.pread(self._fd, n, self._pos)
+        self._pos += len(data)
+        return data
+
+
+def _pread_exact(fd: int, size: int, offset: int, what: str) -> bytes:
+    data = os.pread(fd, size, offset)
+    while len(data) < size:
+        more = os.pread(fd, size - len(data), offset + len(data))
+        if not more:
+            raise SQLiteFormatError(f"{what}: short read at offset {offset}: {len(data)} of {size} bytes")
+        data += more
+    return data
+
+
+def _load_syncfs():  # pragma: no cover - depends on the platform
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.syncfs
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_syncfs = _load_syncfs()
+
+
+class WALState:
+    """What the node knows about one database's WAL: its header, the committed end and page overlay.
+
+    ``committed_offset`` is the offset just past the last committed frame (where the next transaction
+    starts) and ``committed_checksum`` the running checksum there; ``pages`` maps each page number to
+    the WAL offset of the page data of its newest committed frame.
+    """
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.header: WALHeader | None = None
+        self.committed_offset = WAL_HEADER_SIZE
+        self.committed_checksum: tuple[int, int] = (0, 0)
+        self.pages: dict[int, int] = {}
+        #: True while the ``-wal`` file exists: database writes are then checkpoints, not transactions.
+        self.exists = False
+        #: LTX files written since the last sync (see the module docstring).
+        self.unsynced: list[str] = []
+        self._read_fd: int | None = None
+        self.commits = 0
+
+    # -- state ----------------------------------------------------------------------------------
+
+    @property
+    def path(self) -> str:
+        return os.path.join(self.db.path, "wal")
+
+    def reset(self, header: WALHeader | None = None) -> None:
+        """Forget the WAL content (restart, truncation, unlink): every frame is in the database file."""
+        self.header = header
+        self.committed_offset = WAL_HEADER_SIZE
+        self.committed_checksum = header.checksum if header is not None else (0, 0)
+        self.pages.clear()
+
+    def close(self) -> None:
+        if self._read_fd is not None:
+            os.close(self._read_fd)
+            self._read_fd = None
+
+    def removed(self) -> None:
+        """The ``-wal`` file was unlinked."""
+        self.reset()
+        self.close()
+        self.exists = False
+
+    def _reader_fd(self) -> int:
+        if self._read_fd is None:
+            self._read_fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        return self._read_fd
+
+    def read_page(self, pgno: int) -> bytes | None:
+        """The committed WAL version of a page, or None if the database file holds the current one."""
+        off = self.pages.get(pgno)
+        if off is None or self.header is None:
+            return None
+        return _pread_exact(self._reader_fd(), self.header.page_size, off, f"WAL page {pgno}")
+
+    # -- writes from SQLite ---------------------------------------------------------------------
+
+    def write(self, fd: int, offset: int, data: bytes) -> int:
+        """Pass a write to ``-wal`` through; if it completes a commit frame, commit the transaction."""
+        n = os.pwrite(fd, data, offset)
+        self.exists = True
+        if offset < WAL_HEADER_SIZE:
+            self._header_written(fd)
+            return n
+        hdr = self.header
+        if hdr is None:
+            self._header_written(fd)
+            hdr = self.header
+            if hdr is None:
+                return n
+        end = offset + n
+        frame_size = hdr.frame_size
+        if (end - WAL_HEADER_SIZE) % frame_size:
+            return n  # a frame header, or a write that does not end a frame
+        frame = end - frame_size
+        if frame < self.committed_offset:
+            return n
+        if offset <= frame and offset + 8 <= end:
+            commit_field = data[frame - offset + 4 : frame - offset + 8]
+        else:
+            commit_field = os.pread(fd, 4, frame + 4)
+        if commit_field == b"\0\0\0\0" or len(commit_field) < 4:
+            return n
+        self._commit_through(fd, end)
+        return n
+
+    def _header_written(self, fd: int) -> None:
+        """A write touched the WAL header: a new WAL generation starts (or the header is torn)."""
+        raw = os.pread(fd, WAL_HEADER_SIZE, 0)
+        try:
+            hdr = WALHeader.parse(raw) if len(raw) == WAL_HEADER_SIZE else None
+        except SQLiteFormatError:
+            hdr = None
+        if hdr is None:
+            self.reset()
+            return
+        if self.pages:
+            log.debug("%s: WAL restart (salts %08x/%08x)", self.db.name, hdr.salt1, hdr.salt2)
+        self.reset(hdr)
+
+    def truncated(self, size: int) -> None:
+        """``-wal`` truncated: to 0 after a TRUNCATE checkpoint, or trimmed to ``journal_size_limit``."""
+        if size < self.committed_offset:
+            self.reset()  # SQLite truncates only a WAL whose frames are all in the database file
+
+    def _commit_through(self, fd: int, end: int) -> None:
+        hdr = self.header
+        assert hdr is not None
+        txns = scan_wal_transactions(
+            _FdFile(fd),
+            header=hdr,
+            start_offset=self.committed_offset,
+            start_checksum=self.committed_checksum,
+        )
+        txns = [t for t in txns if t.end_offset <= end]
+        if not txns or txns[-1].end_offset != end:
+            # SQLite's recovery would not accept this frame either: it is not a commit.
+            log.warning(
+                "%s: WAL commit frame ending at offset %d does not validate from offset %d: no LTX",
+                self.db.name,
+                end,
+                self.committed_offset,
+            )
+            return
+        from litefs.store.database import CommitError
+
+        try:
+            for txn in txns:
+                commit_wal_transaction(self.db, fd, hdr, txn, durable=False)
+        except CommitError:
+            # The node exits (99) and SQLite sees an I/O error: make sure recovery does not revive the
+            # transaction from the WAL by breaking its commit frame's checksum.
+            os.pwrite(fd, bytes(WAL_FRAME_HEADER_SIZE), end - hdr.frame_size)
+            raise
+
+    def accept(self, txn: WALTransaction) -> None:
+        """Advance the committed end past a transaction whose LTX file exists."""
+        self.committed_offset = txn.end_offset
+        self.committed_checksum = txn.end_checksum
+        self.pages.update(txn.pages)
+
+    # -- checkpoints ----------------------------------------------------------------------------
+
+    def before_checkpoint_write(self) -> None:
+        """The database file is about to receive WAL pages: make every LTX file written so far durable."""
+        if not self.unsynced:
+            return
+        if self.db._fsync:
+            sync_paths(self.db.ltx_dir, self.unsynced)
+        self.unsynced.clear()
+
+
+def sync_paths(directory: str, paths: list[str]) -> None:
+    """Make files in ``directory`` durable: one ``syncfs`` where available, else fsync each and the dir."""
+    dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        if _syncfs is not None and _syncfs(dfd) == 0:
+            return
+        for p in paths:
+            try:
+                fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                continue  # compacted or removed by retention since
+            try:
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def _write_ltx(
+    db: Database, header: Header, pages: list[tuple[int, bytes]], post: int, durable: bool
+) -> tuple[str, int]:
+    """Write ``ltx/<txid>-<txid>.ltx`` via a temp file and rename; fsync only when ``durable``."""
+    os.makedirs(db.ltx_dir, exist_ok=True)
+    path = db.ltx_path(header.min_txid, header.max_txid)
+    tmp = path + _TMP_SUFFIX
+    try:
+        with open(tmp, "wb") as f:
+            enc = Encoder(f, header)
+            for pgno, data in pages:
+                enc.encode_page(pgno, data)
+            enc.finish(post)
+            f.flush()
+            size = f.tell()
+            if durable and db._fsync:
+                os.fdatasync(f.fileno())
+        os.rename(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return path, size
+
+
+def commit_wal_transaction(
+    db: Database, fd: int, hdr: WALHeader, txn: WALTransaction, *, durable: bool
+) -> CommitResult:
+    """Turn one validated WAL transaction into the next LTX file and move the position.
+
+    ``fd`` reads the WAL. Raises CommitError (fatal: SQLite already considers the transaction
+    committed) if the LTX file cannot be written.
+    """
+    from litefs.store.database import CommitError, CommitResult
+
+    started = time.perf_counter()
+    page_size = hdr.page_size
+    commit = txn.commit
+    wal = db.wal
+    try:
+        if db.tracker is None or db.tracker.page_size != page_size:
+            db.tracker = ChecksumTracker(page_size)
+            db.page_count = 0
+        db.page_size = page_size
+        tracker = db.tracker
+        txid = db.pos.txid + 1
+        lock = lock_pgno(page_size)
+        new = {p: off for p, off in txn.pages.items() if p <= commit and p != lock}
+        pages: list[tuple[int, bytes]] = []
+        if txid == 1 or db.pos.txid == 0:
+            # The first LTX file must hold the whole database (a snapshot).
+            for pgno in range(1, commit + 1):
+                if pgno == lock:
+                    continue
+                if pgno in new:
+                    data = _pread_exact(fd, page_size, new[pgno], f"WAL page {pgno}")
+                else:
+                    data = db.read_logical_page(pgno)
+                pages.append((pgno, data))
+        else:
+            for pgno in sorted(new):
+                pages.append((pgno, _pread_exact(fd, page_size, new[pgno], f"WAL page {pgno}")))
+        for pgno, data in pages:
+            tracker.set_page_checksum(pgno, page_checksum(pgno, data))
+        # Pages cut off by a shrink: the tracker drops them; pages between the old end and the commit
+        # that the transaction did not write cannot exist (SQLite writes every new page).
+        tracker.truncate(commit)
+        post = tracker.checksum
+        timestamp_ms = int(time.time() * 1000)
+        header = Header(
+            flags=FLAG_COMPRESS_LZ4 if db.compress else 0,
+            page_size=page_size,
+            commit=commit,
+            min_txid=txid,
+            max_txid=txid,
+            timestamp=timestamp_ms,
+            pre_apply_checksum=0 if txid == 1 else db.pos.post_apply_checksum,
+            wal_offset=txn.start_offset,
+            wal_size=txn.end_offset - txn.start_offset,
+            wal_salt1=hdr.salt1,
+            wal_salt2=hdr.salt2,
+            node_id=db.node_id,
+        )
+        path, size = _write_ltx(db, header, pages, post, durable)
+    except (OSError, LTXError, SQLiteFormatError) as exc:
+        raise CommitError(f"commit wal: {db.name}: {exc}") from exc
+    if not durable:
+        wal.unsynced.append(path)
+    wal.accept(txn)
+    wal.commits += 1
+    db.pos = Pos(txid, post)
+    db.page_size = page_size
+    db.page_count = commit
+    db.timestamp_ms = timestamp_ms
+    db.stats.commits += 1
+    db.stats.ltx_bytes += size
+    db.stats.pages_written += len(pages)
+    db.stats.commit_seconds += time.perf_counter() - started
+    if db.strict_verify:
+        db.verify()
+    result = CommitResult(txid, post, page_size, commit, timestamp_ms, path)
+    if db._on_commit is not None:
+        db._on_commit(db, result)
+    return result
+
+
+# -- startup recovery ---------------------------------------------------------------------------
+
+
+class WALRecovery:
+    """The two halves of WAL recovery at startup (LiteFS §4.10 steps 4-5, going further).
+
+    :meth:`prepare` runs before the database header is read: it scans the WAL, splits its committed
+    transactions into those the newest LTX file already covers and the new ones, and copies the covered
+    pages into the database file, so the file holds exactly the newest LTX file's state. :meth:`finish`
+    runs after the newest LTX file was re-applied and verified: it writes an LTX file for every new
+    transaction (durably), copies their pages into the database file as well, and removes the WAL.
+    Frames that do not validate are dropped with it.
+    """
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.header: WALHeader | None = None
+        self.new: list[WALTransaction] = []
+        self._fd: int | None = None
+
+    def prepare(self, last: Header | None) -> None:
+        db = self.db
+        path = db.wal.path
+        if not os.path.exists(path):
+            return
+        self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        f = _FdFile(self._fd)
+        raw = os.pread(self._fd, WAL_HEADER_SIZE, 0)
+        try:
+            hdr = WALHeader.parse(raw) if len(raw) == WAL_HEADER_SIZE else None
+        except SQLiteFormatError as exc:
+            log.warning("%s: ignoring WAL with an invalid header: %s", db.name, exc)
+            hdr = None
+        if hdr is None:
+            return
+        txns = scan_wal_transactions(f, header=hdr)
+        self.header = hdr
+        covered: list[WALTransaction] = []
+        if last is not None and last.wal_size and (last.wal_salt1, last.wal_salt2) == hdr.salts:
+            ltx_end = last.wal_offset + last.wal_size
+            covered = [t for t in txns if t.end_offset <= ltx_end]
+            self.new = [t for t in txns if t.end_offset > ltx_end]
+        else:
+            self.new = txns
+        if covered:
+            self._copy_into_database(hdr, covered)
+        if self.new:
+            log.info(
+                "%s: WAL holds %d committed transaction(s) past the newest LTX file: rebuilding them",
+                db.name,
+                len(self.new),
+            )
+
+    def _copy_into_database(self, hdr: WALHeader, txns: list[WALTransaction]) -> None:
+        """Checkpoint: the newest version of every page of txns into the database file, then its size."""
+        assert self._fd is not None
+        pages: dict[int, int] = {}
+        for t in txns:
+            pages.update(t.pages)
+        commit = txns[-1].commit
+        ps = hdr.page_size
+        with open(self.db.db_path, "r+b" if os.path.exists(self.db.db_path) else "w+b") as df:
+            for pgno in sorted(pages):
+                if pgno > commit:
+                    continue
+                df.seek((pgno - 1) * ps)
+                df.write(_pread_exact(self._fd, ps, pages[pgno], f"WAL page {pgno}"))
+            df.truncate(commit * ps)
+            df.flush()
+            os.fsync(df.fileno())
+
+    def finish(self) -> None:
+        db = self.db
+        wal = db.wal
+        try:
+            if self.header is not None and self._fd is not None and self.new:
+                # The overlay lets strict-verify and snapshots of the first LTX file read the new pages.
+                wal.reset(self.header)
+                for txn in self.new:
+                    commit_wal_transaction(db, self._fd, self.header, txn, durable=True)
+                self._copy_into_database(self.header, self.new)
+                from litefs.store.database import _fsync_dir
+
+                _fsync_dir(db.ltx_dir)
+        finally:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+        wal.removed()
+        wal.unsynced.clear()
+        if os.path.exists(wal.path):
+            # Every committed frame is now in the database file and in an LTX file.
+            os.unlink(wal.path)
+
+
+__all__ = ["WALRecovery", "WALState", "commit_wal_transaction", "sync_paths"]
