@@ -95,6 +95,7 @@ class Election:
         self.deadline = -math.inf
         """Monotonic time until which this node may write (``-inf`` when not primary)."""
         self._demote = trio.Event()
+        self._handed_off = False
         self._handoff_lease_id: str | None = None
 
     # -- queries and requests ----------------------------------------------------------------
@@ -109,6 +110,23 @@ class Election:
 
     def demote(self) -> None:
         """Give the lease up (if held) and stay out of the election for ``demote-delay``."""
+        self._demote.set()
+
+    async def handoff(self, node_id: int, deliver: Callable[[str], None]) -> None:
+        """Pass the held lease to ``node_id`` without releasing it (LiteFS §6.4).
+
+        Writes stop at once; ``deliver(lease_id)`` must get the ID to that node (the primary's
+        stream sends it in a HANDOFF frame), which then takes the lease over with
+        ``acquire_existing``. Raises :class:`LeaseError` when not primary or when the backend
+        cannot hand off (the static lease).
+        """
+        lease = self.lease
+        if lease is None:
+            raise LeaseError("cannot handoff: node is not currently primary")
+        await lease.handoff(node_id)
+        self.deadline = -math.inf  # no more writes here, from this instant
+        self._handed_off = True
+        deliver(lease.id)
         self._demote.set()
 
     # -- the loop ----------------------------------------------------------------------------
@@ -203,6 +221,12 @@ class Election:
                         log.warning("releasing the lease: %s", exc)
         if self._demote.is_set():
             self._demote = trio.Event()
+            if self._handed_off:
+                # The lease now belongs to the new primary (closing a handed-off lease is a no-op);
+                # follow it at once.
+                self._handed_off = False
+                log.info("lease handed off")
+                return
             log.info("demoted; staying out of the election for %.1fs", self.settings.demote_delay)
             await trio.sleep(self.settings.demote_delay)
 

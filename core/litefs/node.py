@@ -31,6 +31,7 @@ from litefs.fuse.ops import LiteFSOperations
 from litefs.http.app import create_app, make_route_registrar
 from litefs.http.server import port_of, serve_http
 from litefs.lease import PrimaryInfo
+from litefs.replication.handoff import auto_promote
 from litefs.replication.replica import ReplicaClient
 from litefs.store import RecoveryError, Store, StoreError
 from litefs.store.store import new_cluster_id
@@ -66,6 +67,8 @@ class Node:
         self.exit_code = EXIT_OK
         self.leaser: Leaser | None = None
         self.election: Election | None = None
+        #: Live /stream connections on the primary, by replica node ID (``%016X``).
+        self.streams: dict[str, Any] = {}
         self._role_known = trio.Event()
         self._mounted_event = trio.Event()
         self._api_url = ""
@@ -281,6 +284,7 @@ class Node:
 
             self._ready.set()
             self.registry.hook.litefs_node_ready(node=self)
+            nursery.start_soon(auto_promote, self)
             log.info("node ready (primary=%s)", self.is_primary)
 
             await self._shutdown.wait()

@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from litefs.testing import LiteFSNode
@@ -20,7 +21,7 @@ pytestmark = pytest.mark.services
 
 
 @pytest.fixture(scope="module", params=["etcd", "consul"])
-def backend(request: pytest.FixtureRequest) -> Iterator[tuple[str, dict, float]]:
+def service(request: pytest.FixtureRequest) -> Iterator[tuple[str, dict, float]]:
     """(lease type, its litefs.yml section, TTL) of a real lease service started for the module."""
     key = f"litefs-test/{uuid.uuid4().hex[:12]}"
     try:
@@ -36,6 +37,14 @@ def backend(request: pytest.FixtureRequest) -> Iterator[tuple[str, dict, float]]
         yield request.param, section, ttl
     finally:
         service.stop()
+
+
+@pytest.fixture
+def backend(service: tuple[str, dict, float]) -> tuple[str, dict, float]:
+    """The module's lease service with a key of this test's own (a cluster ID stays on a key)."""
+    lease_type, section, ttl = service
+    prefix = "/" if lease_type == "etcd" else ""
+    return lease_type, {**section, "key": f"{prefix}litefs-test/{uuid.uuid4().hex[:12]}"}, ttl
 
 
 def lease_node(
@@ -109,3 +118,55 @@ def test_primary_killed_candidate_takes_over_and_old_primary_rejoins(tmp_path: P
 def read_primary(node: LiteFSNode) -> str:
     with open(node.path(".primary")) as f:
         return f.read().strip()
+
+
+def test_handoff_and_promote_move_the_primary_at_once(tmp_path: Path, backend) -> None:
+    a = lease_node(tmp_path, "a", backend)
+    b = lease_node(tmp_path, "b", backend)
+    try:
+        a.start()
+        wait_until(lambda: a.info()["isPrimary"], what="a to become primary")
+        b.start()
+        sql(a, "CREATE TABLE t (x); INSERT INTO t VALUES (1)")
+        wait_until(lambda: b.pos("db") == a.pos("db"), what="b to catch up")
+
+        started = time.monotonic()
+        resp = httpx.post(b.url + "/promote", timeout=30)
+        assert resp.status_code == 200, resp.text
+        took = time.monotonic() - started
+        assert b.info()["isPrimary"] and not a.info()["isPrimary"]
+        assert took < 3.0, took  # no TTL wait: the lease moved with the handoff
+        print(f"{backend[0]}: handoff by POST /promote took {took * 1000:.0f} ms")
+        sql(b, "INSERT INTO t VALUES (2)")
+        wait_until(lambda: a.pos("db") == b.pos("db"), what="a to follow b")
+        with pytest.raises(OSError, match="readonly"):
+            sql(a, "INSERT INTO t VALUES (3)")
+
+        # Promote errors: a non-primary cannot hand off; an unknown node is not connected.
+        resp = httpx.post(a.url + "/handoff", params={"nodeID": f"{1:016X}"})
+        assert (resp.status_code, resp.text) == (500, "cannot handoff: node is not currently primary\n")
+        resp = httpx.post(b.url + "/handoff", params={"nodeID": f"{1:016X}"})
+        assert (resp.status_code, resp.text) == (
+            500,
+            "cannot handoff: target node is not currently connected\n",
+        )
+        resp = httpx.post(b.url + "/handoff", params={"nodeID": "xyz"})
+        assert (resp.status_code, resp.text) == (400, "invalid node id\n")
+    finally:
+        for node in (a, b):
+            node.stop()
+
+
+def test_auto_promotion(tmp_path: Path, backend) -> None:
+    a = lease_node(tmp_path, "a", backend)
+    b = lease_node(tmp_path, "b", backend)
+    b.config["lease"]["promote"] = True
+    try:
+        a.start()
+        wait_until(lambda: a.info()["isPrimary"], what="a to become primary")
+        b.start()
+        wait_until(lambda: b.info()["isPrimary"], timeout=15, what="b to promote itself")
+        assert not a.info()["isPrimary"]
+    finally:
+        for node in (a, b):
+            node.stop()

@@ -20,6 +20,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from litefs.http.api_v1 import API_V1_RULES, register_api_v1
+from litefs.replication.handoff import register_handoff
 from litefs.replication.primary import register_stream
 from litefs.store import StoreError
 from litefs.store.names import is_valid_db_name
@@ -138,6 +139,7 @@ def create_app(node: Node) -> QuartTrio:
 
     register_api_v1(app, node)
     register_stream(app, node)
+    register_handoff(app, node)
     return app
 
 

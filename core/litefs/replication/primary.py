@@ -45,6 +45,7 @@ from litefs.replication.protocol import (
     CHUNK_END,
     DropDBFrame,
     EndFrame,
+    HandoffFrame,
     HeartbeatFrame,
     HWMFrame,
     LTXFrameStart,
@@ -100,6 +101,13 @@ class ReplicaStream:
         self._listener: Callable[[TxEvent], None] = self._on_commit
         self.store.commit_listeners.append(self._listener)
         self.closed = False
+        self._handoff_lease_id: str | None = None
+        node.streams[replica_id.upper()] = self
+
+    def send_handoff(self, lease_id: str) -> None:
+        """Send a HANDOFF frame with ``lease_id`` next, then end the stream (LiteFS §6.4)."""
+        self._handoff_lease_id = lease_id
+        self._changed.set()
 
     def _on_commit(self, event: TxEvent) -> None:
         if self.filter is None or event.db in self.filter:
@@ -109,6 +117,8 @@ class ReplicaStream:
     def close(self) -> None:
         if not self.closed:
             self.closed = True
+            if self.node.streams.get(self.replica_id.upper()) is self:
+                del self.node.streams[self.replica_id.upper()]
             try:
                 self.store.commit_listeners.remove(self._listener)
             except ValueError:
@@ -128,7 +138,10 @@ class ReplicaStream:
         try:
             dirty = self._wanted(set(self.positions) | set(self.store.database_names()))
             first = True
-            while self.node.is_primary:
+            while self.node.is_primary or self._handoff_lease_id is not None:
+                if self._handoff_lease_id is not None:
+                    yield HandoffFrame(self._handoff_lease_id).encode()
+                    break
                 self._dirty.clear()
                 for name in sorted(dirty):
                     async for piece in self._stream_db(name):
