@@ -30,7 +30,7 @@ from litefs.fuse.mount import MAX_TASKS, mount_options, prepare_mountpoint
 from litefs.fuse.ops import LiteFSOperations
 from litefs.http.app import create_app, make_route_registrar
 from litefs.http.server import port_of, serve_http
-from litefs.lease import PrimaryInfo
+from litefs.lease import LeaseError, NoPrimaryError, PrimaryInfo
 from litefs.replication.handoff import auto_promote
 from litefs.replication.replica import ReplicaClient
 from litefs.store import RecoveryError, Store, StoreError
@@ -49,6 +49,8 @@ EXIT_FATAL = 99
 
 #: How long startup waits for the election to decide this node's role before mounting anyway.
 ROLE_WAIT_TIMEOUT = 10.0
+#: How often a replica checks that the lease still names the primary it follows.
+LEASE_WATCH_INTERVAL = 1.0
 
 
 class Node:
@@ -335,7 +337,31 @@ class _ElectionHost:
 
     async def follow(self, info: PrimaryInfo) -> str | None:
         await self.node._mounted_event.wait()  # applying takes SQLite's locks through the mount
-        return await self.node.replica.follow_until_error(info)
+        result: str | None = None
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._watch_lease, info, nursery.cancel_scope)
+            result = await self.node.replica.follow_until_error(info)
+            nursery.cancel_scope.cancel()
+        return result
+
+    async def _watch_lease(self, info: PrimaryInfo, scope: trio.CancelScope) -> None:
+        """Stop following when the lease names another primary or none: a frozen or partitioned
+        primary sends nothing, not even an end of stream, so the lease is what tells."""
+        leaser = self.node.leaser
+        assert leaser is not None
+        while True:
+            await trio.sleep(LEASE_WATCH_INTERVAL)
+            try:
+                current = await leaser.primary_info()
+            except NoPrimaryError:
+                current = None
+            except LeaseError as exc:
+                log.debug("lease lookup while following failed: %s", exc)
+                continue
+            if current is None or current.advertise_url != info.advertise_url:
+                log.info("lease no longer names %s as primary; reconnecting", info.hostname)
+                scope.cancel()
+                return
 
 
 def run_mount(config: Config, registry: PluginRegistry, *, skip_unmount: bool = False) -> int:

@@ -3,6 +3,7 @@ a candidate takes over, and the old primary rejoins as a replica and converges."
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import time
 import uuid
@@ -167,6 +168,65 @@ def test_auto_promotion(tmp_path: Path, backend) -> None:
         b.start()
         wait_until(lambda: b.info()["isPrimary"], timeout=15, what="b to promote itself")
         assert not a.info()["isPrimary"]
+    finally:
+        for node in (a, b):
+            node.stop()
+
+
+def test_clean_shutdown_hands_over_quickly_and_flip_flop_keeps_data(tmp_path: Path, backend) -> None:
+    a = lease_node(tmp_path, "a", backend)
+    b = lease_node(tmp_path, "b", backend)
+    try:
+        a.start()
+        wait_until(lambda: a.info()["isPrimary"], what="a to become primary")
+        b.start()
+        sql(a, "CREATE TABLE t (x)")
+        # Flip-flop: move the primary back and forth with writes in between.
+        primary, replica = a, b
+        for i in range(4):
+            sql(primary, f"INSERT INTO t VALUES ({i})")
+            wait_until(lambda: replica.pos("db") == primary.pos("db"), what="catch up")  # noqa: B023
+            resp = httpx.post(replica.url + "/promote", timeout=30)
+            assert resp.status_code == 200, resp.text
+            primary, replica = replica, primary
+        wait_until(lambda: replica.pos("db") == primary.pos("db"), what="catch up")
+        for node in (a, b):
+            assert sql(node, "PRAGMA integrity_check") == "ok"
+            assert sql(node, "SELECT group_concat(x) FROM t") == "0,1,2,3"
+
+        # Forced re-election: a clean shutdown releases the lease, so the other candidate takes over
+        # without waiting for the TTL.
+        stopped_at = time.monotonic()
+        assert primary.stop() == 0
+        wait_until(lambda: replica.info()["isPrimary"], timeout=5, what="re-election")
+        assert time.monotonic() - stopped_at < 5
+    finally:
+        for node in (a, b):
+            node.stop()
+
+
+def test_frozen_primary_never_writes_after_its_lease_expired(tmp_path: Path, backend) -> None:
+    ttl = backend[2]
+    a = lease_node(tmp_path, "a", backend)
+    b = lease_node(tmp_path, "b", backend)
+    try:
+        a.start()
+        wait_until(lambda: a.info()["isPrimary"], what="a to become primary")
+        b.start()
+        sql(a, "CREATE TABLE t (x); INSERT INTO t VALUES (1)")
+        wait_until(lambda: b.pos("db") == a.pos("db"), what="b to catch up")
+        assert a.proc is not None
+        a.proc.send_signal(signal.SIGSTOP)  # the whole node freezes: no renewals, no FUSE
+        try:
+            wait_until(lambda: b.info()["isPrimary"], timeout=ttl * 3, what="b to take over")
+            sql(b, "INSERT INTO t VALUES (2)")
+        finally:
+            a.proc.send_signal(signal.SIGCONT)
+        # The moment a runs again, its lease is known to be stale: a write is refused.
+        with pytest.raises(OSError, match="readonly"):
+            sql(a, "INSERT INTO t VALUES (666)")
+        wait_until(lambda: a.pos("db") == b.pos("db"), timeout=ttl * 2, what="a to rejoin as a replica")
+        assert sql(a, "SELECT group_concat(x) FROM t") == "1,2"
     finally:
         for node in (a, b):
             node.stop()
