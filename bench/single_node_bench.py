@@ -1,6 +1,6 @@
 """Single-node benchmark: SQLite through a litefs mount versus plain SQLite on the same disk.
 
-For each rollback journal mode (delete, truncate, persist) and ``synchronous`` FULL and NORMAL:
+For each journal mode (delete, truncate, persist, and wal) and ``synchronous`` FULL and NORMAL:
 single-row INSERT transactions per second, and point SELECTs by primary key per second. Plain SQLite
 and the mount are measured in interleaved rounds in the same run; the ratio is the median of the
 per-round ratios (the host is shared and noisy, so only same-run ratios mean anything).
@@ -8,6 +8,7 @@ per-round ratios (the host is shared and noisy, so only same-run ratios mean any
 Prints a table and one JSON line per figure (``{"bench": ..., ...}``) so the README can be rebuilt.
 
     .venv/bin/python bench/single_node_bench.py --seconds 2 --rounds 3
+    .venv/bin/python bench/single_node_bench.py --modes wal      # WAL mode only
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import time
 
 from litefs.testing import LiteFSNode
 
-MODES = ("delete", "truncate", "persist")
+MODES = ("delete", "truncate", "persist", "wal")
 SYNCS = ("FULL", "NORMAL")
 ROWS = 20_000
 

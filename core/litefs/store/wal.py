@@ -46,6 +46,7 @@ commit path. This is safe because the WAL is SQLite's durable log of the same tr
 from __future__ import annotations
 
 import ctypes
+import io
 import logging
 import os
 import time
@@ -300,16 +301,24 @@ def _write_ltx(
     os.makedirs(db.ltx_dir, exist_ok=True)
     path = db.ltx_path(header.min_txid, header.max_txid)
     tmp = path + _TMP_SUFFIX
+    buf = io.BytesIO()
+    enc = Encoder(buf, header)
+    for pgno, data in pages:
+        enc.encode_page(pgno, data)
+    enc.finish(post)
+    data = buf.getbuffer()
+    size = len(data)
     try:
-        with open(tmp, "wb") as f:
-            enc = Encoder(f, header)
-            for pgno, data in pages:
-                enc.encode_page(pgno, data)
-            enc.finish(post)
-            f.flush()
-            size = f.tell()
+        # One write from memory: the file is small, and a Python file object costs more than it saves.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            written = 0
+            while written < size:
+                written += os.write(fd, data[written:])
             if durable and db._fsync:
-                os.fdatasync(f.fileno())
+                os.fdatasync(fd)
+        finally:
+            os.close(fd)
         os.rename(tmp, path)
     except BaseException:
         try:
