@@ -126,6 +126,26 @@ class Node:
             return 0.0
         return self.replica.lag_ms() / 1000
 
+    def replica_positions(self, name: str) -> list[dict[str, Any]]:
+        """On the primary: what each connected replica has of database ``name`` (as last sent)."""
+        db = self.store.db(name)
+        primary_txid = db.pos.txid if db is not None else 0
+        out = []
+        for node_id, stream in sorted(self.streams.items()):
+            pos = stream.positions.get(name)
+            if pos is None:
+                continue
+            out.append(
+                {
+                    "nodeID": node_id,
+                    "hostname": stream.hostname,
+                    "txid": f"{pos.txid:016x}",
+                    "checksum": f"{pos.post_apply_checksum:016x}",
+                    "lag": max(0, primary_txid - pos.txid),
+                }
+            )
+        return out
+
     async def wait_ready(self) -> None:
         await self._ready.wait()
 

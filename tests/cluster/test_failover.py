@@ -230,3 +230,36 @@ def test_frozen_primary_never_writes_after_its_lease_expired(tmp_path: Path, bac
     finally:
         for node in (a, b):
             node.stop()
+
+
+def test_api_v1_on_the_primary_lists_replicas_with_their_positions(tmp_path: Path, backend) -> None:
+    a = lease_node(tmp_path, "a", backend)
+    b = lease_node(tmp_path, "b", backend)
+    try:
+        a.start()
+        wait_until(lambda: a.info()["isPrimary"], what="a to become primary")
+        b.start()
+        sql(a, "CREATE TABLE t (x); INSERT INTO t VALUES (1)")
+        wait_until(lambda: b.pos("db") == a.pos("db"), what="b to catch up")
+        doc = a.get("/api/v1/dbs/db").json()
+        txid, checksum = b.pos("db").split("/")
+        assert doc["role"] == "primary"
+        assert doc["replicas"] == [
+            {
+                "nodeID": doc["replicas"][0]["nodeID"],
+                "hostname": "b",
+                "txid": txid,
+                "checksum": checksum,
+                "lag": 0,
+            }
+        ]
+        replica_doc = b.get("/api/v1/dbs/db").json()
+        assert replica_doc["role"] == "replica"
+        assert replica_doc["primary"] == {"hostname": "a", "advertiseURL": a.url}
+        assert (b.get("/primary").text, a.get("/primary").text) == ("a\n", "a\n")
+        assert httpx.post(b.url + "/promote", timeout=30).status_code == 200
+        assert b.get("/primary").text == "b\n"
+        wait_until(lambda: a.get("/primary").text == "b\n", what="a to learn the new primary")
+    finally:
+        for node in (a, b):
+            node.stop()

@@ -102,6 +102,8 @@ class ReplicaStream:
         self.store.commit_listeners.append(self._listener)
         self.closed = False
         self._handoff_lease_id: str | None = None
+        self.hostname = ""
+        """The replica's ``lease.hostname`` when it sent one (``Litefs-Hostname``, our extension)."""
         node.streams[replica_id.upper()] = self
 
     def send_handoff(self, lease_id: str) -> None:
@@ -311,6 +313,7 @@ def register_stream(app: QuartTrio, node: Node) -> None:
         names = [n for n in request.args.get("filter", "").split(",") if n]
         # Subscribe before reading the positions: a commit in between is then marked dirty.
         rs = ReplicaStream(node, replica_id, filter=names or None)
+        rs.hostname = request.headers.get("Litefs-Hostname", "")
         try:
             rs.set_positions(await request.get_data())
         except StreamRequestError as exc:

@@ -207,7 +207,12 @@ class ReplicaClient:
         params = (
             {"filter": ",".join(self.node.config.lease.databases)} if self.node.config.lease.databases else {}
         )
-        headers = {"Litefs-Id": f"{self.node.node_id:016X}", "Content-Type": "application/octet-stream"}
+        headers = {
+            "Litefs-Id": f"{self.node.node_id:016X}",
+            # An extension (LiteFS primaries ignore it): lets the primary name its replicas.
+            "Litefs-Hostname": self.node.leaser.hostname if self.node.leaser is not None else "",
+            "Content-Type": "application/octet-stream",
+        }
         timeout = httpx.Timeout(10.0, read=None)
         # HTTP/2 with prior knowledge over cleartext (h2c), as LiteFS's own client: works against a
         # LiteFS Go primary (which refuses HTTP/1.1 with 426) and against ours (hypercorn speaks both).
