@@ -281,15 +281,17 @@ def _write_snapshot_file(path: str, db: Database, pos: Pos, node_id: int, compre
         enc = Encoder(out, header)
         if commit:
             lock = lock_pgno(page_size)
-            with open(db.db_path, "rb") as src:
-                for pgno in range(1, commit + 1):
-                    if pgno == lock:
-                        src.seek(pgno * page_size)
-                        continue
-                    data = src.read(page_size)
-                    if len(data) != page_size:
-                        raise SnapshotError(f"snapshot {db.name}: page {pgno} missing from the database file")
-                    enc.encode_page(pgno, data)
+            for pgno in range(1, commit + 1):
+                if pgno == lock:
+                    continue
+                # The committed page: in WAL mode the newest committed frame, else the file's copy.
+                # A commit racing with the snapshot shows up as a checksum mismatch below, and
+                # the replica simply reconnects and gets a fresh snapshot.
+                try:
+                    data = db.read_logical_page(pgno)
+                except (StoreError, OSError) as exc:
+                    raise SnapshotError(f"snapshot {db.name}: {exc}") from exc
+                enc.encode_page(pgno, data)
             actual = enc.snapshot_checksum
         else:
             actual = EMPTY_DATABASE_CHECKSUM
