@@ -186,7 +186,7 @@ def test_config_show_expands_env_and_masks_secrets(litefs_bin: str, tmp_path: Pa
     # -no-expand-env leaves the text alone, so the directory is literally "${DATA_ROOT}/data"
     # (and `candidate: ${...}` would not be a boolean, so leave it out here).
     plain = write_config(
-        tmp_path, "fuse: {dir: /mnt/x}\ndata: {dir: \"${DATA_ROOT}/data\"}\nlease: {type: static}\n"
+        tmp_path, 'fuse: {dir: /mnt/x}\ndata: {dir: "${DATA_ROOT}/data"}\nlease: {type: static}\n'
     )
     raw = run(litefs_bin, "config", "show", "-config", str(plain), "-no-expand-env", env=env)
     assert "${DATA_ROOT}/data" in raw.stdout, raw.stderr
