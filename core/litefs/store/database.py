@@ -348,6 +348,21 @@ class Database:
 
     # -- commit --------------------------------------------------------------------------------
 
+    def next_tx_header(self, page_size: int, commit: int, **wal_fields: int) -> Header:
+        """The LTX header of the next local transaction (one TXID, stamped now, from this node)."""
+        txid = self.pos.txid + 1
+        return Header(
+            flags=FLAG_COMPRESS_LZ4 if self.compress else 0,
+            page_size=page_size,
+            commit=commit,
+            min_txid=txid,
+            max_txid=txid,
+            timestamp=int(time.time() * 1000),
+            pre_apply_checksum=0 if txid == 1 else self.pos.post_apply_checksum,
+            node_id=self.node_id,
+            **wal_fields,
+        )
+
     def commit_journal(self) -> CommitResult | None:
         """Turn the transaction that SQLite is finishing into an LTX file (the journal is still valid).
 
@@ -398,17 +413,8 @@ class Database:
             # Pages past the old end of the database are all part of the transaction.
             dirty.update(range(self.page_count + 1, commit + 1))
             pages = sorted(p for p in dirty if p <= commit)
-        timestamp_ms = int(time.time() * 1000)
-        header = Header(
-            flags=FLAG_COMPRESS_LZ4 if self.compress else 0,
-            page_size=page_size,
-            commit=commit,
-            min_txid=txid,
-            max_txid=txid,
-            timestamp=timestamp_ms,
-            pre_apply_checksum=0 if txid == 1 else self.pos.post_apply_checksum,
-            node_id=self.node_id,
-        )
+        header = self.next_tx_header(page_size, commit)
+        timestamp_ms = header.timestamp
         tracker = self.tracker
         # The tracker moves while the file is encoded; if the commit then fails the node exits (99) and
         # recovery rebuilds it from disk, as in LiteFS.
@@ -677,17 +683,8 @@ class Database:
         result = None
         if self.pos.txid:
             txid = self.pos.txid + 1
-            timestamp_ms = int(time.time() * 1000)
-            header = Header(
-                flags=FLAG_COMPRESS_LZ4 if self.compress else 0,
-                page_size=self.page_size,
-                commit=0,
-                min_txid=txid,
-                max_txid=txid,
-                timestamp=timestamp_ms,
-                pre_apply_checksum=self.pos.post_apply_checksum,
-                node_id=self.node_id,
-            )
+            header = self.next_tx_header(self.page_size, 0)
+            timestamp_ms = header.timestamp
             path = self._write_ltx(header, (), EMPTY_DATABASE_CHECKSUM)
             self.pos = Pos(txid, EMPTY_DATABASE_CHECKSUM)
             self.timestamp_ms = timestamp_ms

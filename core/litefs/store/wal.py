@@ -53,7 +53,6 @@ import time
 from typing import TYPE_CHECKING
 
 from litefs.ltx import (
-    FLAG_COMPRESS_LZ4,
     ChecksumTracker,
     Encoder,
     Header,
@@ -372,21 +371,15 @@ def commit_wal_transaction(
         # that the transaction did not write cannot exist (SQLite writes every new page).
         tracker.truncate(commit)
         post = tracker.checksum
-        timestamp_ms = int(time.time() * 1000)
-        header = Header(
-            flags=FLAG_COMPRESS_LZ4 if db.compress else 0,
-            page_size=page_size,
-            commit=commit,
-            min_txid=txid,
-            max_txid=txid,
-            timestamp=timestamp_ms,
-            pre_apply_checksum=0 if txid == 1 else db.pos.post_apply_checksum,
+        header = db.next_tx_header(
+            page_size,
+            commit,
             wal_offset=txn.start_offset,
             wal_size=txn.end_offset - txn.start_offset,
             wal_salt1=hdr.salt1,
             wal_salt2=hdr.salt2,
-            node_id=db.node_id,
         )
+        timestamp_ms = header.timestamp
         path, size = _write_ltx(db, header, pages, post, durable)
     except (OSError, LTXError, SQLiteFormatError) as exc:
         raise CommitError(f"commit wal: {db.name}: {exc}") from exc
