@@ -569,3 +569,19 @@ class LiteFSOperations(pyfuse3.Operations):
             except OSError as exc:
                 if exc.errno not in (errno.ENOENT, errno.EBADF):
                     raise
+
+    def invalidate_data_sync(self, name: str, kind: FileKind) -> None:
+        """Drop the kernel's cached pages of one file of a database (mmaps fault them in again).
+
+        Dirty pages of shared mappings are written back to us first (FUSE launders them), so
+        calling this before rewriting ``-shm`` behind the kernel keeps stale write-back from landing
+        on top of the new bytes.
+        """
+        ino = self._inodes.get((name, kind))
+        if ino is None:
+            return
+        try:
+            pyfuse3.invalidate_inode(ino, attr_only=False)
+        except OSError as exc:
+            if exc.errno != errno.ENOENT:
+                raise

@@ -45,6 +45,8 @@ from litefs.replication.protocol import (
     ReadyFrame,
     encode_pos_map,
 )
+from litefs.replication.walindex import is_wal_database, rewrite_shm, wal_apply_lock, wal_has_frames
+from litefs.sqlite.errors import SQLiteFormatError
 from litefs.store import Database, FileKind, StoreError
 
 if TYPE_CHECKING:
@@ -310,7 +312,16 @@ class ReplicaClient:
     async def _apply_file(self, db: Database, path: str, header: Header) -> None:
         node = self.node
         visible = db.exists() and db.page_count > 0
-        if visible:
+        if visible and db.file_exists(FileKind.SHM) and is_wal_database(db.db_path):
+            # WAL mode with readers around: they hold SHARED on the database for as long as they are
+            # open, so the WAL locks stand in for EXCLUSIVE, and their WAL index must be rewritten.
+            async with wal_apply_lock(os.path.join(node.mount_dir, db.name)):
+                await run_in_thread(node.fs.invalidate_data_sync, db.name, FileKind.SHM)
+                self._apply_locked(db, path, header)
+                if header.commit > 0:
+                    self._after_wal_apply(db)
+                await run_in_thread(node.fs.invalidate_db_sync, db.name)
+        elif visible:
             # Readers hold SHARED; EXCLUSIVE waits for them and keeps new ones out until the database
             # file, its size and the cached pages all show the new transaction.
             async with mount_lock(os.path.join(node.mount_dir, db.name), exclusive=True):
@@ -335,6 +346,19 @@ class ReplicaClient:
                     os.unlink(db.backing_path(kind))
                 except FileNotFoundError:
                     pass
+
+    @staticmethod
+    def _after_wal_apply(db: Database) -> None:
+        """Make open WAL readers see the applied pages (LiteFS §4.8); still under the WAL locks."""
+        if wal_has_frames(db):
+            # A replica's WAL stays empty (applies go into the database file); frames here would
+            # shadow the applied pages for a reader that rebuilds its WAL index. Startup recovery
+            # copies committed frames into the database before the node replicates.
+            log.warning("%s: replica WAL holds frames; leaving them, readers are told mxFrame=0", db.name)
+        try:
+            rewrite_shm(db)
+        except (OSError, SQLiteFormatError) as exc:
+            raise ApplyError(f"rewrite shm of {db.name!r}: {exc}") from exc
 
     def debug_vars(self) -> dict[str, Any]:
         return {
