@@ -34,6 +34,7 @@ from litefs.lease import LeaseError, NoPrimaryError, PrimaryInfo
 from litefs.replication.handoff import auto_promote
 from litefs.replication.replica import ReplicaClient
 from litefs.store import RecoveryError, Store, StoreError
+from litefs.store.retention import run_retention
 from litefs.store.store import new_cluster_id
 
 if TYPE_CHECKING:
@@ -257,6 +258,7 @@ class Node:
         )
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._signals)
+            nursery.start_soon(run_retention, self.store, self.config)
             self._api_url = await nursery.start(serve_http, app, self.config.http.addr, self._http_shutdown)
             log.info("http server listening on %s", self._api_url)
             self.leaser = self.registry.create_leaser(
