@@ -51,3 +51,45 @@ def test_open_wal_reader_on_replica_sees_each_apply(cluster: Cluster) -> None:
     r2 = cluster.connect(replica.path("db"))
     assert r2.execute("SELECT sum(x), count(*) FROM t") == r.execute("SELECT sum(x), count(*) FROM t")
     assert r2.execute("PRAGMA integrity_check") == [["ok"]]
+
+
+def test_open_read_transaction_keeps_its_snapshot_then_sees_the_apply(cluster: Cluster) -> None:
+    primary = cluster.primary()
+    w = cluster.connect(primary.path("db"), journal_mode="wal")
+    w.execute("CREATE TABLE t (x)")
+    w.execute("INSERT INTO t VALUES (100)")
+    replica = cluster.replica()
+    wait_until(lambda: same_pos(primary, replica, "db"), what="replica catch-up")
+    r = cluster.connect(replica.path("db"))
+    assert r.execute("SELECT sum(x) FROM t") == [[100]]
+
+    # A read transaction in progress holds back the apply (it waits for the WAL read lock) and keeps
+    # seeing its own snapshot; once it ends, the apply goes through and the same connection sees it.
+    r.execute("BEGIN")
+    assert r.execute("SELECT sum(x) FROM t") == [[100]]
+    w.execute("INSERT INTO t VALUES (200)")
+    primary_pos = primary.pos("db")
+    assert r.execute("SELECT sum(x) FROM t") == [[100]]
+    r.execute("COMMIT")
+    wait_until(lambda: replica.pos("db") == primary_pos, what="apply after the read transaction")
+    assert r.execute("SELECT sum(x) FROM t") == [[300]]
+    assert r.execute("PRAGMA integrity_check") == [["ok"]]
+
+
+def test_reads_during_a_stream_of_applies_are_consistent(cluster: Cluster) -> None:
+    primary = cluster.primary()
+    w = cluster.connect(primary.path("db"), journal_mode="wal")
+    w.execute("CREATE TABLE t (x)")
+    w.execute("INSERT INTO t VALUES (1)")
+    replica = cluster.replica()
+    wait_until(lambda: same_pos(primary, replica, "db"), what="replica catch-up")
+    r = cluster.connect(replica.path("db"))
+
+    for i in range(2, 41):
+        w.execute("INSERT INTO t VALUES (?)", [i])
+        # No waiting: each read sees some whole transaction (rows 1..n), never part of one.
+        ((n, total),) = r.execute("SELECT count(*), sum(x) FROM t")
+        assert total == n * (n + 1) // 2
+    wait_until(lambda: same_pos(primary, replica, "db"), what="replica catch-up")
+    assert r.execute("SELECT count(*), sum(x) FROM t") == [[40, 820]]
+    assert r.execute("PRAGMA integrity_check") == [["ok"]]
