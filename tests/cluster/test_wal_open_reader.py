@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from litefs.sqlite.shm import SHM_BLOCK_SIZE
+from litefs.sqlite.shm import SHM_BLOCK_SIZE, WAL_INDEX_HEADER_REGION, parse_wal_index_header
 
 from .conftest import Cluster, same_pos, wait_until
 
@@ -46,6 +46,10 @@ def test_open_wal_reader_on_replica_sees_each_apply(cluster: Cluster) -> None:
     assert not os.path.exists(wal) or os.path.getsize(wal) == 0
     shm = replica.path("db-shm")
     assert os.path.getsize(shm) == SHM_BLOCK_SIZE
+    with open(shm, "rb") as f:
+        index = parse_wal_index_header(f.read(WAL_INDEX_HEADER_REGION))
+    assert index.valid and index.max_frame == 0 and index.n_backfill == 0
+    assert [[index.page_count]] == r.execute("PRAGMA page_count")
 
     # A new connection agrees with the old one.
     r2 = cluster.connect(replica.path("db"))
