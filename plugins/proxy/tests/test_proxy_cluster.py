@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -185,5 +186,44 @@ def test_primary_killed_mid_request_gives_a_clear_error(tmp_path: Path, helpers:
         # The primary is gone: new writes fail fast with the same clear error (after the retries).
         r = httpx.post(pair.replica_url + "/rows", content=b"x", timeout=30)
         assert r.status_code == 502 and "ConnectError" in r.text
+    finally:
+        stop_all(stack)
+
+
+def test_health_check_fails_on_a_replica_that_lost_its_primary(tmp_path: Path, helpers: Any) -> None:
+    pp, pa, rp, ra = free_port(), free_port(), free_port(), free_port()
+    primary = LiteFSNode(tmp_path, name="primary", config=helpers.proxy_section(pp, pa))
+    replica = LiteFSNode(
+        tmp_path,
+        name="replica",
+        candidate=False,
+        config={
+            "lease": {"hostname": "primary", "advertise-url": primary.url},
+            **helpers.proxy_section(rp, ra, max_lag="1s"),
+        },
+    )
+    replica_app = helpers.App(ra, replica.path("app.db"), "replica")
+    stack: list[Any] = [primary, replica, replica_app]
+    try:
+        primary.start()
+        replica.start()  # ready once caught up: heartbeats arrive every second
+        replica_app.start()
+        health = f"http://127.0.0.1:{rp}/litefs/health"
+        helpers.wait_http(health)
+        assert (httpx.get(health).status_code, httpx.get(health).text) == (200, "OK\n")
+        assert primary.proc is not None
+        primary.proc.send_signal(signal.SIGSTOP)  # no more heartbeats: the replica's lag grows
+        try:
+            deadline = time.monotonic() + 10
+            while httpx.get(health).status_code == 200 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            r = httpx.get(health)
+            assert (r.status_code, r.text) == (503, "Replication lag exceeded\n")
+        finally:
+            primary.proc.send_signal(signal.SIGCONT)
+        deadline = time.monotonic() + 10
+        while httpx.get(health).status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert httpx.get(health).status_code == 200  # heartbeats again: healthy again
     finally:
         stop_all(stack)
