@@ -116,6 +116,15 @@ def test_primary_killed_candidate_takes_over_and_old_primary_rejoins(tmp_path: P
             node.stop()
 
 
+def start_in_sync(a: LiteFSNode, b: LiteFSNode) -> None:
+    """Start ``a`` (it becomes primary) then ``b``; write one row and wait until ``b`` has it."""
+    a.start()
+    wait_until(lambda: a.info()["isPrimary"], what="a to become primary")
+    b.start()
+    sql(a, "CREATE TABLE t (x); INSERT INTO t VALUES (1)")
+    wait_until(lambda: b.pos("db") == a.pos("db"), what="b to catch up")
+
+
 def read_primary(node: LiteFSNode) -> str:
     with open(node.path(".primary")) as f:
         return f.read().strip()
@@ -125,11 +134,7 @@ def test_handoff_and_promote_move_the_primary_at_once(tmp_path: Path, backend) -
     a = lease_node(tmp_path, "a", backend)
     b = lease_node(tmp_path, "b", backend)
     try:
-        a.start()
-        wait_until(lambda: a.info()["isPrimary"], what="a to become primary")
-        b.start()
-        sql(a, "CREATE TABLE t (x); INSERT INTO t VALUES (1)")
-        wait_until(lambda: b.pos("db") == a.pos("db"), what="b to catch up")
+        start_in_sync(a, b)
 
         started = time.monotonic()
         resp = httpx.post(b.url + "/promote", timeout=30)
@@ -210,11 +215,7 @@ def test_frozen_primary_never_writes_after_its_lease_expired(tmp_path: Path, bac
     a = lease_node(tmp_path, "a", backend)
     b = lease_node(tmp_path, "b", backend)
     try:
-        a.start()
-        wait_until(lambda: a.info()["isPrimary"], what="a to become primary")
-        b.start()
-        sql(a, "CREATE TABLE t (x); INSERT INTO t VALUES (1)")
-        wait_until(lambda: b.pos("db") == a.pos("db"), what="b to catch up")
+        start_in_sync(a, b)
         assert a.proc is not None
         a.proc.send_signal(signal.SIGSTOP)  # the whole node freezes: no renewals, no FUSE
         try:
@@ -236,11 +237,7 @@ def test_api_v1_on_the_primary_lists_replicas_with_their_positions(tmp_path: Pat
     a = lease_node(tmp_path, "a", backend)
     b = lease_node(tmp_path, "b", backend)
     try:
-        a.start()
-        wait_until(lambda: a.info()["isPrimary"], what="a to become primary")
-        b.start()
-        sql(a, "CREATE TABLE t (x); INSERT INTO t VALUES (1)")
-        wait_until(lambda: b.pos("db") == a.pos("db"), what="b to catch up")
+        start_in_sync(a, b)
         doc = a.get("/api/v1/dbs/db").json()
         txid, checksum = b.pos("db").split("/")
         assert doc["role"] == "primary"
