@@ -12,8 +12,12 @@ shutdown stays prompt.
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import trio
 
 if TYPE_CHECKING:
     from litefs.config import Config
@@ -120,6 +124,77 @@ class Leaser(Protocol):
     async def set_cluster_id(self, cluster_id: str) -> None: ...
 
     async def close(self) -> None: ...
+
+
+log = logging.getLogger("litefs.lease")
+
+
+class RenewableLease:
+    """Bookkeeping shared by backends whose lease is renewed by a request and released on close.
+
+    A subclass implements :meth:`_renew` (one renewal request; it may return a new TTL) and
+    :meth:`_release` (give the lease up). This class times renewals from the moment the request is
+    *sent* -- the server starts its clock later, so the holder never believes in the lease longer
+    than the server does -- and makes :meth:`close` a no-op after :meth:`handoff`, since the lease
+    then belongs to the node it was handed to.
+    """
+
+    backend = "lease"
+    release_timeout = 5.0
+
+    def __init__(self, lease_id: str, ttl: float, renewed_at: float) -> None:
+        self._id = lease_id
+        self._ttl = ttl
+        self._renewed_at = renewed_at
+        self._handed_off = False
+        self._closed = False
+
+    @property
+    def id(self) -> str:
+        return self._id
+
+    @property
+    def ttl(self) -> float:
+        return self._ttl
+
+    @property
+    def renewed_at(self) -> float:
+        return self._renewed_at
+
+    async def _renew(self) -> float | None:
+        raise NotImplementedError
+
+    async def _release(self) -> None:
+        raise NotImplementedError
+
+    async def renew(self) -> None:
+        """Extend the lease; :class:`LeaseExpiredError` once the server has dropped it."""
+        if self._closed:
+            raise LeaseExpiredError(f"{self.backend} lease {self._id} was released")
+        started = time.monotonic()
+        ttl = await self._renew()
+        if ttl is not None:
+            self._ttl = ttl
+        self._renewed_at = started
+
+    async def handoff(self, node_id: int) -> None:
+        """Renew once more; from now on :meth:`close` leaves the lease to the new primary."""
+        await self.renew()
+        self._handed_off = True
+
+    async def close(self) -> None:
+        """Release the lease unless handed off; runs even while the caller is being cancelled
+        (shutdown), for at most ``release_timeout`` seconds."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._handed_off:
+            return
+        with trio.move_on_after(self.release_timeout, shield=True):
+            try:
+                await self._release()
+            except LeaseError as exc:
+                log.warning("%s: could not release lease %s cleanly: %s", self.backend, self._id, exc)
 
 
 @dataclass(frozen=True)

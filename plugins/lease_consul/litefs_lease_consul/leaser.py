@@ -29,7 +29,14 @@ from typing import Any, TypeVar
 
 import trio
 
-from litefs.lease import LeaseError, LeaseExpiredError, NoPrimaryError, PrimaryExistsError, PrimaryInfo
+from litefs.lease import (
+    LeaseError,
+    LeaseExpiredError,
+    NoPrimaryError,
+    PrimaryExistsError,
+    PrimaryInfo,
+    RenewableLease,
+)
 
 log = logging.getLogger(__name__)
 
@@ -85,59 +92,22 @@ def _redact(url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
 
 
-class ConsulLease:
+class ConsulLease(RenewableLease):
     """A held Consul lease: the session that owns the KV lock."""
 
+    backend = "consul"
+    release_timeout = RELEASE_TIMEOUT
+
     def __init__(self, leaser: ConsulLeaser, session_id: str, renewed_at: float) -> None:
+        super().__init__(session_id, leaser.ttl, renewed_at)
         self._leaser = leaser
-        self._id = session_id
-        self._renewed_at = renewed_at
-        self._handed_off = False
-        self._closed = False
 
-    @property
-    def id(self) -> str:
-        return self._id
-
-    @property
-    def ttl(self) -> float:
-        return self._leaser.ttl
-
-    @property
-    def renewed_at(self) -> float:
-        return self._renewed_at
-
-    async def renew(self) -> None:
-        """Renew the session; :class:`LeaseExpiredError` once Consul has invalidated it."""
-        if self._closed:
-            raise LeaseExpiredError(f"consul lease {self._id} was released")
-        # Time before the request: the lease is valid for TTL from when Consul renewed it, which
-        # is after this instant, so the holder never believes in it longer than Consul does.
-        started = time.monotonic()
+    async def _renew(self) -> None:
         await self._leaser._renew_session(self._id)
-        self._renewed_at = started
 
-    async def handoff(self, node_id: int) -> None:
-        """Get ready to pass the session to another node: renew it once more, and from now on
-        :meth:`close` leaves the session alone (the new primary renews and uses it)."""
-        await self.renew()
-        self._handed_off = True
-
-    async def close(self) -> None:
-        """Release the lock (emptying the value) and destroy the session, unless handed off.
-
-        Runs even when the caller is being cancelled (shutdown), for at most RELEASE_TIMEOUT.
-        """
-        if self._closed:
-            return
-        self._closed = True
-        if self._handed_off:
-            return
-        with trio.move_on_after(RELEASE_TIMEOUT, shield=True):
-            try:
-                await self._leaser._release(self._id)
-            except LeaseError as exc:
-                log.warning("consul: could not release lease %s cleanly: %s", self._id, exc)
+    async def _release(self) -> None:
+        """Release the lock (emptying the value) and destroy the session."""
+        await self._leaser._release(self._id)
 
 
 class ConsulLeaser:

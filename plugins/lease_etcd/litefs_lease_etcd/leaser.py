@@ -25,7 +25,14 @@ from typing import Any
 import httpx
 import trio
 
-from litefs.lease import LeaseError, LeaseExpiredError, NoPrimaryError, PrimaryExistsError, PrimaryInfo
+from litefs.lease import (
+    LeaseError,
+    LeaseExpiredError,
+    NoPrimaryError,
+    PrimaryExistsError,
+    PrimaryInfo,
+    RenewableLease,
+)
 
 log = logging.getLogger(__name__)
 
@@ -156,54 +163,22 @@ def _normalise_endpoint(endpoint: str) -> str:
     return endpoint
 
 
-class EtcdLease:
+class EtcdLease(RenewableLease):
     """A held etcd lease (its decimal ID) that keeps the lease key."""
 
+    backend = "etcd"
+    release_timeout = RELEASE_TIMEOUT
+
     def __init__(self, leaser: EtcdLeaser, lease_id: str, ttl: float, renewed_at: float) -> None:
+        super().__init__(lease_id, ttl, renewed_at)
         self._leaser = leaser
-        self._id = lease_id
-        self._ttl = ttl
-        self._renewed_at = renewed_at
-        self._handed_off = False
-        self._closed = False
 
-    @property
-    def id(self) -> str:
-        return self._id
+    async def _renew(self) -> float:
+        return await self._leaser._keepalive(self._id)
 
-    @property
-    def ttl(self) -> float:
-        return self._ttl
-
-    @property
-    def renewed_at(self) -> float:
-        return self._renewed_at
-
-    async def renew(self) -> None:
-        """Keep the lease alive; :class:`LeaseExpiredError` once etcd has dropped it."""
-        if self._closed:
-            raise LeaseExpiredError(f"etcd lease {self._id} was released")
-        started = time.monotonic()  # etcd counts the TTL from after this instant
-        self._ttl = await self._leaser._keepalive(self._id)
-        self._renewed_at = started
-
-    async def handoff(self, node_id: int) -> None:
-        """Renew once more; from now on :meth:`close` leaves the lease to the new primary."""
-        await self.renew()
-        self._handed_off = True
-
-    async def close(self) -> None:
-        """Revoke the lease (deleting the key) unless handed off; runs even while cancelled."""
-        if self._closed:
-            return
-        self._closed = True
-        if self._handed_off:
-            return
-        with trio.move_on_after(RELEASE_TIMEOUT, shield=True):
-            try:
-                await self._leaser._revoke(self._id)
-            except LeaseError as exc:
-                log.warning("etcd: could not revoke lease %s: %s", self._id, exc)
+    async def _release(self) -> None:
+        """Revoke the lease, which deletes the key."""
+        await self._leaser._revoke(self._id)
 
 
 class EtcdLeaser:
