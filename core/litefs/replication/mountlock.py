@@ -18,11 +18,13 @@ import struct
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import trio
 
 from litefs.fuse.locks import lock_exclusive, lock_shared
+
+T = TypeVar("T")
 
 _FLOCK = struct.Struct("hhqqixxxx")  # struct flock: l_type, l_whence, l_start, l_len, l_pid
 
@@ -33,38 +35,51 @@ async def run_in_thread(fn: Callable[..., Any], *args: Any) -> Any:
 
 
 @asynccontextmanager
-async def mount_lock(path: str, *, exclusive: bool, timeout: float = 10.0) -> AsyncIterator[None]:
-    """Hold SQLite's EXCLUSIVE (or SHARED) lock on a database in the mount for the block."""
-    take = lock_exclusive if exclusive else lock_shared
-    mu = threading.Lock()
-    state: dict[str, Any] = {"abandoned": False, "fd": None}
+async def hold_locks(acquire: Callable[[], T], release: Callable[[T], None]) -> AsyncIterator[T]:
+    """Take locks with ``acquire()`` in an abandonable worker thread and hold them for the block.
 
-    def acquire() -> int | None:
-        fd = take(path, timeout)
+    If the caller is cancelled while the thread still waits, whatever the thread gets afterwards
+    is released at once instead of being kept by nobody. ``release`` must not wait for the FUSE
+    loop (it runs on the trio thread, also while cancelled).
+    """
+    mu = threading.Lock()
+    state: dict[str, Any] = {"abandoned": False, "held": None}
+
+    def take() -> T | None:
+        held = acquire()
         with mu:
-            if state["abandoned"]:  # the caller is gone: do not keep the lock
-                _release(fd)
+            if state["abandoned"]:  # the caller is gone: do not keep the locks
+                release(held)
                 return None
-            state["fd"] = fd
-            return fd
+            state["held"] = held
+            return held
 
     try:
-        got = await run_in_thread(acquire)
+        got = await run_in_thread(take)
     except trio.Cancelled:
         with mu:
             state["abandoned"] = True
-            if state["fd"] is not None:
-                _release(state["fd"])
+            if state["held"] is not None:
+                release(state["held"])
         raise
     assert got is not None
-    fd: int = got
     try:
-        yield
+        yield got
     finally:
-        # The kernel keeps the locks of this mount itself (pyfuse3 has no lock handlers), so
-        # releasing them never waits for the daemon and is done right here, also when cancelled.
-        # close() sends FLUSH/RELEASE to the daemon: a thread does it, and nobody waits for it.
-        _release(fd)
+        release(got)
+
+
+@asynccontextmanager
+async def mount_lock(path: str, *, exclusive: bool, timeout: float = 10.0) -> AsyncIterator[None]:
+    """Hold SQLite's EXCLUSIVE (or SHARED) lock on a database in the mount for the block.
+
+    The kernel keeps the locks of this mount itself (pyfuse3 has no lock handlers), so releasing
+    them never waits for the daemon; close() sends FLUSH/RELEASE to it, so a thread does that and
+    nobody waits for it.
+    """
+    take = lock_exclusive if exclusive else lock_shared
+    async with hold_locks(lambda: take(path, timeout), _release):
+        yield
 
 
 def _release(fd: int) -> None:
@@ -76,4 +91,4 @@ def _unlock_all(fd: int) -> None:
     fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _FLOCK.pack(fcntl.F_UNLCK, os.SEEK_SET, 0, 0, 0))
 
 
-__all__ = ["mount_lock", "run_in_thread"]
+__all__ = ["hold_locks", "mount_lock", "run_in_thread"]

@@ -26,12 +26,9 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
-
-import trio
 
 from litefs.fuse.locks import LockTimeoutError, lock_shared
-from litefs.replication.mountlock import run_in_thread
+from litefs.replication.mountlock import hold_locks
 from litefs.sqlite.errors import SQLiteFormatError
 from litefs.sqlite.header import DatabaseHeader
 from litefs.sqlite.shm import (
@@ -121,31 +118,8 @@ def _release(fds: tuple[int, int]) -> None:
 @asynccontextmanager
 async def wal_apply_lock(db_path: str, *, timeout: float = 10.0) -> AsyncIterator[None]:
     """Hold the locks of :func:`lock_wal_readers` for the block; safe to cancel at any point."""
-    mu = threading.Lock()
-    state: dict[str, Any] = {"abandoned": False, "fds": None}
-
-    def acquire() -> tuple[int, int] | None:
-        fds = lock_wal_readers(db_path, timeout)
-        with mu:
-            if state["abandoned"]:  # the caller is gone: do not keep the locks
-                _release(fds)
-                return None
-            state["fds"] = fds
-            return fds
-
-    try:
-        got = await run_in_thread(acquire)
-    except trio.Cancelled:
-        with mu:
-            state["abandoned"] = True
-            if state["fds"] is not None:
-                _release(state["fds"])
-        raise
-    assert got is not None
-    try:
+    async with hold_locks(lambda: lock_wal_readers(db_path, timeout), _release):
         yield
-    finally:
-        _release(got)
 
 
 def _wal_header(db: Database) -> WALHeader | None:
