@@ -348,9 +348,12 @@ class Database:
 
     # -- commit --------------------------------------------------------------------------------
 
-    def next_tx_header(self, page_size: int, commit: int, **wal_fields: int) -> Header:
-        """The LTX header of the next local transaction (one TXID, stamped now, from this node)."""
-        txid = self.pos.txid + 1
+    def next_tx_header(self, page_size: int, commit: int, *, txid: int = 0, **wal_fields: int) -> Header:
+        """The LTX header of the next local transaction (one TXID, stamped now, from this node).
+
+        ``txid`` defaults to the next one; an import with a new page size restarts at 1.
+        """
+        txid = txid or self.pos.txid + 1
         return Header(
             flags=FLAG_COMPRESS_LZ4 if self.compress else 0,
             page_size=page_size,
@@ -591,16 +594,7 @@ class Database:
                 )
             same_size = self.tracker is not None and self.page_size == page_size
             txid = self.pos.txid + 1 if same_size else 1
-            header = Header(
-                flags=FLAG_COMPRESS_LZ4 if self.compress else 0,
-                page_size=page_size,
-                commit=commit,
-                min_txid=txid,
-                max_txid=txid,
-                timestamp=int(time.time() * 1000),
-                pre_apply_checksum=0 if txid == 1 else self.pos.post_apply_checksum,
-                node_id=self.node_id,
-            )
+            header = self.next_tx_header(page_size, commit, txid=txid)
             self._ensure_dirs()
             if txid == 1:
                 self._remove_ltx_files()
