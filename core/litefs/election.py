@@ -4,7 +4,7 @@
 node) which role to play:
 
 * no primary and this node is a candidate -> ``acquire()``; on success the node becomes primary and
-  the lease is renewed every TTL/2;
+  the lease is renewed every TTL/2 (at most every 5 s);
 * another node is primary -> the host follows it (replicates) until the stream ends; a handoff
   received on that stream makes this node take the lease over with ``acquire_existing()``;
 * a non-candidate with no primary waits and asks again after ``lease.reconnect-delay``.
@@ -43,6 +43,9 @@ log = logging.getLogger("litefs.election")
 RENEW_RETRY_INTERVAL = 1.0
 #: How long a release may take at shutdown or demotion before it is abandoned.
 RELEASE_TIMEOUT = 2.0
+#: Longest time between renewals, whatever the TTL: a lease with a huge TTL (the static one) is
+#: still renewed, so lease metrics show the loop alive, and a lost lease is noticed soon.
+MAX_RENEW_INTERVAL = 5.0
 
 
 @dataclass(frozen=True)
@@ -86,11 +89,14 @@ class Election:
         settings: ElectionSettings,
         *,
         clock: Callable[[], float] = time.monotonic,
+        on_renew: Callable[[float, bool, str], None] | None = None,
     ) -> None:
         self.leaser = leaser
         self.host = host
         self.settings = settings
         self._clock = clock
+        #: ``on_renew(seconds, ok, error)`` after every renewal attempt (lease metrics).
+        self._on_renew = on_renew
         self.lease: Lease | None = None
         self.deadline = -math.inf
         """Monotonic time until which this node may write (``-inf`` when not primary)."""
@@ -231,22 +237,32 @@ class Election:
             await trio.sleep(self.settings.demote_delay)
 
     async def _renew_loop(self, lease: Lease, scope: trio.CancelScope) -> None:
-        interval = lease.ttl / 2
+        interval = min(lease.ttl / 2, MAX_RENEW_INTERVAL)
         next_renew = self._clock() + interval
         while True:
             await trio.sleep_until(_trio_time(next_renew, self._clock))
             sent_at = self._clock()
             try:
                 await lease.renew()
-            except LeaseExpiredError:
+            except LeaseExpiredError as exc:
+                self._renewed(sent_at, False, str(exc) or "lease expired")
                 scope.cancel()
                 return
             except LeaseError as exc:
+                self._renewed(sent_at, False, str(exc) or type(exc).__name__)
                 log.warning("lease renewal failed, retrying: %s", exc)
                 next_renew = self._clock() + RENEW_RETRY_INTERVAL
                 continue
+            self._renewed(sent_at, True, "")
             self.deadline = sent_at + lease.ttl
             next_renew = sent_at + interval
+
+    def _renewed(self, sent_at: float, ok: bool, error: str) -> None:
+        if self._on_renew is not None:
+            try:
+                self._on_renew(max(0.0, self._clock() - sent_at), ok, error)
+            except Exception:  # reporting must never stop renewals
+                log.exception("lease renewal listener failed")
 
     async def _watch_deadline(self, scope: trio.CancelScope) -> None:
         while self._clock() < self.deadline:

@@ -12,7 +12,8 @@ the ``litefs`` entry-point group::
 Built-in plugins are found exactly the same way, so anything they do a third-party plugin can do.
 
 Plugins talk to the core only through this module and the small public objects it documents:
-:class:`litefs.events.TxEvent`, :class:`litefs.events.PrimaryChangeEvent`,
+:class:`litefs.events.TxEvent`, :class:`litefs.events.PrimaryChangeEvent`, the other events of
+:mod:`litefs.events` (stream, lease, retention), :class:`litefs.events.ReplicaPosition`,
 :mod:`litefs.lease` (:class:`~litefs.lease.Leaser`, :class:`~litefs.lease.LeaseContext`, errors),
 :class:`litefs.config.Config` and :class:`NodeHandle` below.
 
@@ -31,7 +32,16 @@ if TYPE_CHECKING:
     import click
 
     from litefs.config import Config
-    from litefs.events import PrimaryChangeEvent, TxEvent
+    from litefs.events import (
+        LeaseRenewEvent,
+        LTXReapEvent,
+        LTXReceivedEvent,
+        LTXSentEvent,
+        PrimaryChangeEvent,
+        ReplicaPosition,
+        StreamEvent,
+        TxEvent,
+    )
     from litefs.lease import LeaseContext, Leaser, PrimaryInfo
 
 PROJECT = "litefs"
@@ -88,6 +98,43 @@ class NodeHandle(Protocol):
 
     def lag_seconds(self) -> float:
         """Seconds since the last contact with the primary (0 on the primary or before sync)."""
+        ...
+
+    def primary_position(self, name: str) -> int | None:
+        """The primary's TXID of a database: on the primary its own; on a replica the TXID the
+        primary last told this node of (the newest LTX frame applied, or this node's own TXID after
+        a READY or HEARTBEAT frame, which the primary sends only when it has nothing newer).
+        ``None`` on a replica that has heard nothing of this database yet."""
+        ...
+
+    def replica_positions(self, name: str) -> list[ReplicaPosition]:
+        """On the primary: each connected replica's position in database ``name`` (as last sent),
+        sorted by node ID; empty on a replica."""
+        ...
+
+    @property
+    def stream_count(self) -> int:
+        """Open ``/stream`` connections served by this node (replicas following it)."""
+        ...
+
+    @property
+    def subscriber_count(self) -> int:
+        """Change subscribers: replica streams plus the backup uploader when one runs (LiteFS's
+        ``litefs_subscriber_count``)."""
+        ...
+
+    def database_stats(self, name: str) -> Any:
+        """Write counters of a database through the mount, an object with the int attributes
+        ``database_writes``, ``journal_writes``, ``wal_writes`` and ``shm_writes`` (FUSE write
+        requests to each file, on this node, since it started)."""
+        ...
+
+    @property
+    def hook(self) -> Any:
+        """The node's pluggy hook relay, for plugins that report to other plugins through hooks
+        meant to be called by plugins (:func:`litefs_proxy_request`), e.g.
+        ``node.hook.litefs_proxy_request(node=node, kind="read", status=200, seconds=0.01)``.
+        Do not call the core's own event hooks with it."""
         ...
 
     async def wait_ready(self) -> None: ...
@@ -184,6 +231,9 @@ def litefs_http_routes(node: NodeHandle, register: Callable[..., None]) -> None:
 def litefs_tx_committed(node: NodeHandle, event: TxEvent) -> None:
     """A transaction became part of a database (local commit or applied LTX).
 
+    ``event.kind`` says how: ``commit``, ``drop`` or ``import`` on this node (``event.local``), or
+    ``apply`` / ``snapshot`` for LTX files from the primary.
+
     Called on the commit path: do no I/O here. Record the event and let a service pick it up.
     """
 
@@ -191,6 +241,50 @@ def litefs_tx_committed(node: NodeHandle, event: TxEvent) -> None:
 @hookspec
 def litefs_primary_changed(node: NodeHandle, event: PrimaryChangeEvent) -> None:
     """The node became primary, stopped being primary, or learnt of another primary."""
+
+
+@hookspec
+def litefs_ltx_sent(node: NodeHandle, event: LTXSentEvent) -> None:
+    """On the primary: one LTX frame (an incremental file or a snapshot) went to a replica.
+
+    Called on the stream's path after the frame was handed to the HTTP server: return quickly.
+    """
+
+
+@hookspec
+def litefs_ltx_received(node: NodeHandle, event: LTXReceivedEvent) -> None:
+    """On a replica: one LTX frame from the primary was verified and applied (after the matching
+    :func:`litefs_tx_committed` with kind ``apply`` or ``snapshot``)."""
+
+
+@hookspec
+def litefs_stream_connected(node: NodeHandle, event: StreamEvent) -> None:
+    """On a replica: the stream to the primary is open (``event.reconnect`` after the first)."""
+
+
+@hookspec
+def litefs_lease_renewed(node: NodeHandle, event: LeaseRenewEvent) -> None:
+    """On the primary: one attempt to renew the lease ended (``event.ok`` False when it failed).
+
+    The election loop renews every TTL/2, at most every 5 s, for every lease backend.
+    """
+
+
+@hookspec
+def litefs_ltx_reaped(node: NodeHandle, event: LTXReapEvent) -> None:
+    """Retention removed ``event.files`` LTX files of ``event.db`` (not called when it removed none)."""
+
+
+@hookspec
+def litefs_proxy_request(node: NodeHandle, kind: str, status: int, seconds: float) -> None:
+    """The HTTP proxy plugin handled one request. Called by a plugin, not by the core.
+
+    ``kind`` is ``read`` (served by this node's app), ``write`` (a write served here, as primary),
+    ``forwarded`` (a write sent on to the primary: forwarded or ``fly-replay``), ``passthrough`` or
+    ``health``; ``status`` the HTTP status answered (0 when the client went away first);
+    ``seconds`` the time from the request's arrival to the end of the answer. A proxy plugin calls
+    it as ``node.hook.litefs_proxy_request(node=node, kind=..., status=..., seconds=...)``.
+    """
 
 
 @hookspec

@@ -24,16 +24,18 @@ import pyfuse3
 import trio
 
 from litefs.election import Election, ElectionSettings
-from litefs.events import PrimaryChangeEvent, TxEvent
+from litefs.events import LeaseRenewEvent, LTXReapEvent, PrimaryChangeEvent, ReplicaPosition, TxEvent
 from litefs.fuse.locks import sqlite_lock
 from litefs.fuse.mount import MAX_TASKS, mount_options, prepare_mountpoint
 from litefs.fuse.ops import LiteFSOperations
 from litefs.http.app import create_app, make_route_registrar
 from litefs.http.server import port_of, serve_http
 from litefs.lease import LeaseError, NoPrimaryError, PrimaryInfo
+from litefs.ltx import Pos
 from litefs.replication.handoff import auto_promote
 from litefs.replication.replica import ReplicaClient
 from litefs.store import RecoveryError, Store, StoreError
+from litefs.store.database import WriteStats
 from litefs.store.retention import run_retention
 from litefs.store.store import new_cluster_id
 
@@ -80,6 +82,7 @@ class Node:
         self._http_shutdown = trio.Event()
         self._mounted = False
         self.plugin_rules: list[str] = []
+        self._backup_running = False
         self.store.commit_listeners.append(self._tx_committed)
         self.replica = ReplicaClient(self)
         # `.lag` on a replica: milliseconds since the primary's last heartbeat or applied LTX.
@@ -127,25 +130,39 @@ class Node:
             return 0.0
         return self.replica.lag_ms() / 1000
 
-    def replica_positions(self, name: str) -> list[dict[str, Any]]:
+    def primary_position(self, name: str) -> int | None:
+        """The primary's TXID of ``name``: this node's own on the primary, else as last heard of."""
+        if self.is_primary:
+            return self.database_txid(name)
+        return self.replica.primary_txid(name)
+
+    def replica_positions(self, name: str) -> list[ReplicaPosition]:
         """On the primary: what each connected replica has of database ``name`` (as last sent)."""
         db = self.store.db(name)
-        primary_txid = db.pos.txid if db is not None else 0
+        primary = db.pos if db is not None else Pos(0, 0)
+        now_ms = int(time.time() * 1000)
         out = []
-        for node_id, stream in sorted(self.streams.items()):
-            pos = stream.positions.get(name)
-            if pos is None:
-                continue
-            out.append(
-                {
-                    "nodeID": node_id,
-                    "hostname": stream.hostname,
-                    "txid": f"{pos.txid:016x}",
-                    "checksum": f"{pos.post_apply_checksum:016x}",
-                    "lag": max(0, primary_txid - pos.txid),
-                }
-            )
+        for _, stream in sorted(self.streams.items()):
+            pos = stream.position(name, primary, now_ms)
+            if pos is not None:
+                out.append(pos)
         return out
+
+    @property
+    def stream_count(self) -> int:
+        return len(self.streams)
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self.streams) + int(self._backup_running)
+
+    def database_stats(self, name: str) -> WriteStats:
+        db = self.store.db(name)
+        return db.write_stats if db is not None else WriteStats()
+
+    @property
+    def hook(self) -> Any:
+        return self.registry.hook
 
     async def wait_ready(self) -> None:
         await self._ready.wait()
@@ -154,6 +171,20 @@ class Node:
 
     def _tx_committed(self, event: TxEvent) -> None:
         self.registry.hook.litefs_tx_committed(node=self, event=event)
+
+    def notify(self, hook_name: str, event: Any) -> None:
+        """Call the event hook ``hook_name`` with ``node`` and ``event``; a failing plugin is logged,
+        never allowed to break replication, the election or retention."""
+        try:
+            getattr(self.registry.hook, hook_name)(node=self, event=event)
+        except Exception:
+            log.exception("plugin hook %s failed", hook_name)
+
+    def _lease_renewed(self, seconds: float, ok: bool, error: str) -> None:
+        self.notify("litefs_lease_renewed", LeaseRenewEvent(seconds, ok, error))
+
+    def _ltx_reaped(self, db: str, files: int) -> None:
+        self.notify("litefs_ltx_reaped", LTXReapEvent(db, files))
 
     def _on_fatal(self, exc: BaseException) -> None:
         if self.config.exit_on_error:
@@ -258,7 +289,7 @@ class Node:
         )
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._signals)
-            nursery.start_soon(run_retention, self.store, self.config)
+            nursery.start_soon(run_retention, self.store, self.config, self._ltx_reaped)
             self._api_url = await nursery.start(serve_http, app, self.config.http.addr, self._http_shutdown)
             log.info("http server listening on %s", self._api_url)
             self.leaser = self.registry.create_leaser(
@@ -273,6 +304,7 @@ class Node:
                     reconnect_delay=lease_config.reconnect_delay,
                     demote_delay=lease_config.demote_delay,
                 ),
+                on_renew=self._lease_renewed,
             )
             self.store.lease_valid = self.election.writable
             self.replica.standalone = False
@@ -303,6 +335,7 @@ class Node:
             backup = self._backup_service()
             if backup is not None:
                 services.append(backup)
+                self._backup_running = True
             for name, run in services:
                 await nursery.start(self._run_service, name, run)
 

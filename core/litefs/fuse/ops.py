@@ -503,12 +503,16 @@ class LiteFSOperations(pyfuse3.Operations):
         h = self._handle(fh)
         kind, db = h.kind, h.db
         if kind is FileKind.DATABASE:
+            db.write_stats.database_writes += 1
             return db.write_database(h.fd, off, buf)
         if kind is FileKind.JOURNAL:
+            db.write_stats.journal_writes += 1
             return db.write_journal(h.fd, off, buf)
         if kind is FileKind.WAL:
+            db.write_stats.wal_writes += 1
             return db.write_wal(h.fd, off, buf)  # a completed commit frame becomes an LTX file first
         if kind is FileKind.SHM:
+            db.write_stats.shm_writes += 1
             return os.pwrite(h.fd, buf, off)
         raise pyfuse3.FUSEError(errno.EIO if kind is FileKind.LOCK else errno.EPERM)
 

@@ -42,8 +42,16 @@ def database_document(node: Node, name: str) -> dict[str, Any] | None:
     }
     if node.is_primary:
         # Filled by replication: one entry per connected replica (node ID, hostname, position, lag).
-        replicas = getattr(node, "replica_positions", None)
-        doc["replicas"] = replicas(name) if callable(replicas) else []
+        doc["replicas"] = [
+            {
+                "nodeID": r.node_id,
+                "hostname": r.hostname,
+                "txid": f"{r.txid:016x}",
+                "checksum": f"{r.post_apply_checksum:016x}",
+                "lag": r.lag_txids,
+            }
+            for r in node.replica_positions(name)
+        ]
     return doc
 
 

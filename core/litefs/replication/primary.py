@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import trio
 from quart import Response, request
 
-from litefs.events import TxEvent
+from litefs.events import LTXSentEvent, ReplicaPosition, TxEvent
 from litefs.ltx import (
     EMPTY_DATABASE_CHECKSUM,
     FLAG_COMPRESS_LZ4,
@@ -104,6 +104,9 @@ class ReplicaStream:
         self._handoff_lease_id: str | None = None
         self.hostname = ""
         """The replica's ``lease.hostname`` when it sent one (``Litefs-Hostname``, our extension)."""
+        self.connected_ms = wall_ms()
+        #: Per database: timestamp (ms) of the oldest commit not yet sent to this replica.
+        self.behind_since_ms: dict[str, int] = {}
         node.streams[replica_id.upper()] = self
 
     def send_handoff(self, lease_id: str) -> None:
@@ -113,6 +116,7 @@ class ReplicaStream:
 
     def _on_commit(self, event: TxEvent) -> None:
         if self.filter is None or event.db in self.filter:
+            self.behind_since_ms.setdefault(event.db, event.timestamp_ms)
             self._dirty.add(event.db)
             self._changed.set()
 
@@ -190,9 +194,11 @@ class ReplicaStream:
                 try:
                     async for piece in self._send_file(name, path):
                         yield piece
+                    nbytes = os.path.getsize(path)
                 finally:
                     os.unlink(path)
                 client = snap_pos
+                self._report_sent(name, 1, snap_pos.txid, nbytes, snapshot=True)
             else:
                 yield LTXFrameStart(name).encode()
                 for start in range(0, len(data), CHUNK_SIZE):
@@ -201,7 +207,41 @@ class ReplicaStream:
                 yield HWMFrame(name, 0).encode()
                 # The trailer's first 8 bytes are the post-apply checksum.
                 client = Pos(peek_header_bytes(data).max_txid, int.from_bytes(data[-16:-8], "big"))
+                self._report_sent(name, txid, client.txid, len(data), snapshot=False)
         self.positions[name] = client
+        # Caught up with the position read above, with no await since: nothing older is unsent.
+        self.behind_since_ms.pop(name, None)
+
+    def _report_sent(self, name: str, min_txid: int, max_txid: int, nbytes: int, *, snapshot: bool) -> None:
+        event = LTXSentEvent(
+            db=name,
+            replica_id=self.replica_id.upper(),
+            replica_hostname=self.hostname,
+            min_txid=min_txid,
+            max_txid=max_txid,
+            nbytes=nbytes,
+            snapshot=snapshot,
+        )
+        self.node.notify("litefs_ltx_sent", event)
+
+    def position(self, name: str, primary: Pos, now_ms: int) -> ReplicaPosition | None:
+        """This replica's position in ``name`` as last sent, and its lag behind ``primary``."""
+        pos = self.positions.get(name)
+        if pos is None:
+            return None
+        lag_txids = max(0, primary.txid - pos.txid)
+        lag_seconds = 0.0
+        if lag_txids:
+            since = self.behind_since_ms.get(name, self.connected_ms)
+            lag_seconds = max(0, now_ms - since) / 1000
+        return ReplicaPosition(
+            node_id=self.replica_id.upper(),
+            hostname=self.hostname,
+            txid=pos.txid,
+            post_apply_checksum=pos.post_apply_checksum,
+            lag_txids=lag_txids,
+            lag_seconds=lag_seconds,
+        )
 
     @staticmethod
     def _read_ltx(db: Database, txid: int, client: Pos) -> bytes | None:

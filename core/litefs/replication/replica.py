@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import trio
 
+from litefs.events import LTXReceivedEvent, StreamEvent
 from litefs.lease import LeaseError, PrimaryInfo
 from litefs.ltx import Decoder, Header, LTXError, Pos, peek_header
 from litefs.replication.mountlock import mount_lock, run_in_thread
@@ -94,6 +95,10 @@ class ReplicaClient:
         self.hwm: dict[str, int] = {}
         self.connected = False
         self.applied = 0
+        #: Streams opened so far (the first is a connect, every later one a reconnect).
+        self.connects = 0
+        #: Per database: the primary's TXID as last heard of on the stream (see primary_txid()).
+        self.primary_txids: dict[str, int] = {}
         self._ready = trio.Event()
         self._task_status: trio.TaskStatus[None] | None = None
         #: True: run() looks up and follows the primary itself; False: the election loop drives it.
@@ -112,6 +117,19 @@ class ReplicaClient:
         if not self.primary_timestamp_ms:
             return LAG_UNKNOWN_MS
         return max(-LAG_UNKNOWN_MS, min(LAG_UNKNOWN_MS, int(time.time() * 1000) - self.primary_timestamp_ms))
+
+    def primary_txid(self, name: str) -> int | None:
+        """The primary's TXID of ``name`` as last heard of: the newest LTX frame applied, or this
+        node's own TXID after a READY or HEARTBEAT frame (the primary sends those only once it has
+        sent everything it had). None before either."""
+        return self.primary_txids.get(name)
+
+    def _caught_up(self) -> None:
+        """READY/HEARTBEAT: the primary had nothing newer than what this node has applied."""
+        wanted = self.node.config.lease.databases
+        for db in self.store.dbs():
+            if not wanted or db.name in wanted:
+                self.primary_txids[db.name] = db.pos.txid
 
     def lag_text(self) -> bytes:
         """Content of ``.lag``: ``%+010d\\n`` in milliseconds."""
@@ -227,7 +245,12 @@ class ReplicaClient:
                     raise ReplicationError(f"stream request to {url}: {resp.status_code} {body}")
                 self._check_cluster_id(resp.headers.get("Litefs-Cluster-Id", ""))
                 self.connected = True
+                self.connects += 1
                 log.info("connected to primary %s (%s)", info.hostname, url)
+                self.node.notify(
+                    "litefs_stream_connected",
+                    StreamEvent(info.hostname, info.advertise_url, reconnect=self.connects > 1),
+                )
                 return await self._consume(resp)
 
     def _check_cluster_id(self, remote: str) -> None:
@@ -252,6 +275,7 @@ class ReplicaClient:
                     if isinstance(event, LTXChunk):
                         assert spool is not None
                         spool.write(event.data)
+                        spool.nbytes += len(event.data)
                     elif isinstance(event, LTXFrameStart):
                         spool = _Spool(self.store.create_db(event.name))
                         spool.started = time.perf_counter()
@@ -261,10 +285,12 @@ class ReplicaClient:
                         await self._apply(current)
                     elif isinstance(event, HeartbeatFrame):
                         self.primary_timestamp_ms = event.timestamp_ms
+                        self._caught_up()
                     elif isinstance(event, HWMFrame):
                         self.hwm[event.name] = event.txid
                     elif isinstance(event, ReadyFrame):
                         log.info("caught up with primary; node is ready")
+                        self._caught_up()
                         self._mark_ready()
                     elif isinstance(event, HandoffFrame):
                         return event.lease_id
@@ -297,6 +323,18 @@ class ReplicaClient:
         received = time.perf_counter()
         await self._apply_file(db, path, header)
         self.applied += 1
+        self.primary_txids[db.name] = header.max_txid
+        self.node.notify(
+            "litefs_ltx_received",
+            LTXReceivedEvent(
+                db=db.name,
+                min_txid=header.min_txid,
+                max_txid=header.max_txid,
+                nbytes=spool.nbytes,
+                snapshot=header.is_snapshot,
+                primary_hostname=self.primary_info.hostname if self.primary_info else "",
+            ),
+        )
         if header.is_snapshot:
             log.info(
                 "%s: applied snapshot at txid %016x (%d pages): received in %.3fs, applied in %.3fs",
@@ -335,7 +373,7 @@ class ReplicaClient:
     def _apply_locked(db: Database, path: str, header: Header) -> None:
         """Apply under the lock. Only failures here are fatal: a lock timeout before it changed nothing."""
         try:
-            db.apply_ltx_file(path)
+            db.apply_ltx_file(path, kind="snapshot" if header.is_snapshot else "apply")
         except (StoreError, LTXError, OSError) as exc:
             raise ApplyError(f"apply ltx {os.path.basename(path)} to {db.name!r}: {exc}") from exc
         if header.commit == 0:
@@ -377,6 +415,7 @@ class _Spool:
     def __init__(self, db: Database) -> None:
         self.db = db
         self.started = time.perf_counter()
+        self.nbytes = 0
         os.makedirs(db.ltx_dir, exist_ok=True)
         # Ends in ".tmp": startup recovery removes leftovers.
         self.tmp = os.path.join(db.ltx_dir, f".incoming-{secrets.token_hex(4)}.tmp")

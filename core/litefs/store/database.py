@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from litefs.events import LOCAL_TX_KINDS
 from litefs.ltx import (
     EMPTY_DATABASE_CHECKSUM,
     FLAG_COMPRESS_LZ4,
@@ -87,6 +88,16 @@ class CommitStats:
 
 
 @dataclass
+class WriteStats:
+    """FUSE write requests to each file of a database (``litefs_db_*_write_count``)."""
+
+    database_writes: int = 0
+    journal_writes: int = 0
+    wal_writes: int = 0
+    shm_writes: int = 0
+
+
+@dataclass
 class CommitResult:
     """What a commit produced (passed to the store's commit listener)."""
 
@@ -96,7 +107,13 @@ class CommitResult:
     commit: int
     timestamp_ms: int
     ltx_path: str
-    local: bool = True
+    kind: str = "commit"
+    """How the transaction came (:data:`litefs.events.TX_KINDS`): commit, drop, import, apply, snapshot."""
+
+    @property
+    def local(self) -> bool:
+        """True for a transaction made on this node (not applied from the primary)."""
+        return self.kind in LOCAL_TX_KINDS
 
 
 @dataclass
@@ -171,6 +188,7 @@ class Database:
         # itself before invalidating a journal under synchronous=FULL/NORMAL, so the commit can skip it.
         self._db_synced = True
         self.stats = CommitStats()
+        self.write_stats = WriteStats()
         #: WAL mode: commit capture from the -wal file, committed page overlay (store/wal.py).
         self.wal = WALState(self)
 
@@ -521,11 +539,13 @@ class Database:
 
     # -- apply (import; replicas later) --------------------------------------------------------
 
-    def apply_ltx_file(self, path: str) -> CommitResult:
+    def apply_ltx_file(self, path: str, *, kind: str = "apply") -> CommitResult:
         """Apply a complete LTX file whose pre-apply position is this database's position.
 
         The file must already be in its final place and durable. Pages are written straight into the
         backing database file (the caller holds SQLite's locks and invalidates kernel caches).
+        ``kind`` is what the commit event reports (``apply`` or ``snapshot`` from the primary,
+        ``import`` for ``litefs import``).
         """
         with open(path, "rb") as f:
             dec = Decoder(f)
@@ -563,7 +583,7 @@ class Database:
         self._dirty.clear()
         self._db_synced = True
         result = CommitResult(
-            h.max_txid, trailer.post_apply_checksum, h.page_size, h.commit, h.timestamp, path
+            h.max_txid, trailer.post_apply_checksum, h.page_size, h.commit, h.timestamp, path, kind
         )
         if self._on_commit is not None:
             self._on_commit(self, result)
@@ -632,7 +652,7 @@ class Database:
             except FileNotFoundError:
                 pass
         self.wal.removed()
-        return self.apply_ltx_file(path)
+        return self.apply_ltx_file(path, kind="import")
 
     def _remove_ltx_files(self) -> None:
         for _, _, path in self.ltx_files():
@@ -682,7 +702,9 @@ class Database:
             path = self._write_ltx(header, (), EMPTY_DATABASE_CHECKSUM)
             self.pos = Pos(txid, EMPTY_DATABASE_CHECKSUM)
             self.timestamp_ms = timestamp_ms
-            result = CommitResult(txid, EMPTY_DATABASE_CHECKSUM, self.page_size, 0, timestamp_ms, path)
+            result = CommitResult(
+                txid, EMPTY_DATABASE_CHECKSUM, self.page_size, 0, timestamp_ms, path, "drop"
+            )
         self.close()
         for kind in (FileKind.DATABASE, FileKind.JOURNAL, FileKind.WAL, FileKind.SHM):
             try:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -60,21 +60,33 @@ def enforce_all(dbs: Iterable[Database], *, retention: float, now: float | None 
 
     A failing database is logged with its name and the error, and the next one is still pruned.
     """
+    return sum(enforce_each(dbs, retention=retention, now=now).values())
+
+
+def enforce_each(dbs: Iterable[Database], *, retention: float, now: float | None = None) -> dict[str, int]:
+    """Like :func:`enforce_all`, but return how many files went per database (only those that lost
+    some), for the ``litefs_ltx_reaped`` hook."""
     now = time.time() if now is None else now
-    total = 0
+    removed: dict[str, int] = {}
     for db in dbs:
         try:
-            total += enforce_retention(db, retention=retention, now=now)
+            n = enforce_retention(db, retention=retention, now=now)
         except OSError as exc:
             log.error("%s: retention failed: %s", db.name, exc)
-    return total
+            continue
+        if n:
+            removed[db.name] = n
+    return removed
 
 
-async def run_retention(store: Store, config: Config) -> None:
+async def run_retention(
+    store: Store, config: Config, on_reaped: Callable[[str, int], None] | None = None
+) -> None:
     """Enforce ``config.data.retention`` every ``config.data.retention_monitor_interval`` seconds, forever.
 
     Returns at once when the interval or the retention is 0 (never run / disabled). The file work runs
     in a worker thread so a large ``ltx/`` directory does not stall FUSE requests or streams.
+    ``on_reaped(db_name, files)`` is called on the trio thread for each database that lost files.
     """
     interval = config.data.retention_monitor_interval
     retention = config.data.retention
@@ -85,6 +97,13 @@ async def run_retention(store: Store, config: Config) -> None:
         # The list is taken here, in the trio thread: the store's dict may change while the worker runs.
         dbs = store.dbs()
         try:
-            await trio.to_thread.run_sync(partial(enforce_all, dbs, retention=retention))
+            removed = await trio.to_thread.run_sync(partial(enforce_each, dbs, retention=retention))
         except Exception:  # a bug here must not take the node down; the next round tries again
             log.exception("retention monitor failed")
+            continue
+        if on_reaped is not None:
+            for name, files in removed.items():
+                try:
+                    on_reaped(name, files)
+                except Exception:  # a plugin must not stop retention
+                    log.exception("retention listener failed")

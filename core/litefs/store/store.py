@@ -200,7 +200,7 @@ class Store:
             commit=result.commit,
             timestamp_ms=result.timestamp_ms,
             ltx_path=result.ltx_path,
-            local=result.local,
+            kind=result.kind,
         )
         self.publish(event.to_json())
         for listener in self.commit_listeners:
