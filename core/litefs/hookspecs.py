@@ -113,6 +113,12 @@ class NodeHandle(Protocol):
         ...
 
     @property
+    def replica_name(self) -> str:
+        """How the primary names this node in :meth:`replica_positions`: its ``lease.hostname``,
+        or its node ID (``%016X``) when it has no hostname of its own (static lease replicas)."""
+        ...
+
+    @property
     def stream_count(self) -> int:
         """Open ``/stream`` connections served by this node (replicas following it)."""
         ...

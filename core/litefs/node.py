@@ -149,6 +149,16 @@ class Node:
         return out
 
     @property
+    def replica_name(self) -> str:
+        """How the primary names this node among its replicas: its own ``lease.hostname``, or its
+        node ID when that hostname is the primary's (the static lease: every node names the primary)."""
+        hostname = self.leaser.hostname if self.leaser is not None else self.config.lease.hostname
+        primary = self.primary_info
+        if not hostname or (not self.is_primary and primary is not None and primary.hostname == hostname):
+            return f"{self.node_id:016X}"
+        return hostname
+
+    @property
     def stream_count(self) -> int:
         return len(self.streams)
 

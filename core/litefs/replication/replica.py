@@ -227,10 +227,13 @@ class ReplicaClient:
         params = (
             {"filter": ",".join(self.node.config.lease.databases)} if self.node.config.lease.databases else {}
         )
+        node_id = f"{self.node.node_id:016X}"
+        name = self.node.replica_name
         headers = {
-            "Litefs-Id": f"{self.node.node_id:016X}",
-            # An extension (LiteFS primaries ignore it): lets the primary name its replicas.
-            "Litefs-Hostname": self.node.leaser.hostname if self.node.leaser is not None else "",
+            "Litefs-Id": node_id,
+            # An extension (LiteFS primaries ignore it): lets the primary name its replicas. Not sent
+            # when this node has no hostname of its own (static lease): it is then named by its ID.
+            "Litefs-Hostname": "" if name == node_id else name,
             "Content-Type": "application/octet-stream",
         }
         timeout = httpx.Timeout(10.0, read=None)

@@ -14,63 +14,71 @@ Metrics of LiteFS v0.5.14 (reference §10) -- name, type, labels, and where the 
 =================================  =======  ===========  ====================================================
 ``litefs_db_count``                gauge                 ``NodeHandle.database_names()`` at scrape time
 ``litefs_is_primary``              gauge                 ``NodeHandle.is_primary``
-``litefs_subscriber_count``        gauge                 ``NodeHandle.subscriber_count`` -- **0: core lacks it**
+``litefs_subscriber_count``        gauge                 ``NodeHandle.subscriber_count`` (replica streams, plus
+                                                         the backup uploader when one runs)
 ``litefs_lag_seconds``             gauge                 ``NodeHandle.lag_seconds()``
 ``litefs_db_txid``                 gauge    db           ``NodeHandle.database_txid()``
-``litefs_db_database_write_count`` counter  db           ``NodeHandle.database_stats()`` -- **0: core lacks it**
-``litefs_db_journal_write_count``  counter  db           same -- **0 until the core exposes it**
-``litefs_db_wal_write_count``      counter  db           same -- **0 until the core exposes it**
-``litefs_db_shm_write_count``      counter  db           same -- **0 until the core exposes it**
-``litefs_db_commit_count``         counter  db           ``litefs_tx_committed`` events with ``local=True``
+``litefs_db_database_write_count`` counter  db           ``NodeHandle.database_stats()``: FUSE write requests
+``litefs_db_journal_write_count``  counter  db           same, to ``-journal``
+``litefs_db_wal_write_count``      counter  db           same, to ``-wal``
+``litefs_db_shm_write_count``      counter  db           same, to ``-shm``
+``litefs_db_commit_count``         counter  db           ``litefs_tx_committed`` events of kind ``commit`` or
+                                                         ``drop`` (not imports, not LTX applied on replicas)
 ``litefs_db_ltx_count``            gauge    db           ``*.ltx`` files in ``<data.dir>/dbs/<db>/ltx/``
 ``litefs_db_ltx_bytes``            gauge    db           their total size (LiteFS reports only the newest)
-``litefs_db_ltx_reap_count``       counter  db           retention (a counter; LiteFS makes it a gauge) --
-                                                         **0: the core has no retention or hook yet**
+``litefs_db_ltx_reap_count``       counter  db           ``litefs_ltx_reaped`` (files removed by retention; a
+                                                         counter, LiteFS makes it a gauge)
 ``litefs_db_lag_seconds``          gauge    db           apply time - LTX timestamp of applied events; 0 on
                                                          local commits
-``litefs_http_stream_count``       gauge                 ``NodeHandle.stream_count`` -- **0: core lacks it**
-``litefs_http_frame_send_count``   counter  db, type     really counted (LiteFS never increments it) once
-                                                         the stream reports frames -- **0 until then**
+``litefs_http_stream_count``       gauge                 ``NodeHandle.stream_count`` (open ``/stream``)
+``litefs_http_frame_send_count``   counter  db, type     ``litefs_ltx_sent``: really counted (LiteFS never
+                                                         increments it); type ``ltx`` or ``ltx:snapshot``
 =================================  =======  ===========  ====================================================
 
 Additions (issues 10 and 11):
 
 =====================================  =========  ============  ==============================================
-``litefs_db_position_primary``         gauge      db            primary: own TXID; replica: the primary's TXID
-                                                                from the stream (**no sample until fed**)
-``litefs_db_position_replica``         gauge      db, replica   replica: own TXID (replica = lease hostname);
-                                                                primary: per connected replica (**fed later**)
-``litefs_db_replica_lag_seconds``      gauge      db, replica   primary, per connected replica (**fed later**)
-``litefs_halt_lock_active``            gauge      db            ``NodeHandle.halt_lock_active()`` (**0 for now**)
-``litefs_db_commit_latency_seconds``   histogram  db            local commits: hook time - LTX timestamp, i.e.
-                                                                LTX encode + fsync + rename (ms resolution)
-``litefs_db_snapshot_count``           counter    db, direction sent / received (**fed later**)
-``litefs_db_snapshot_bytes``           counter    db, direction sent / received (**fed later**)
+``litefs_db_position_primary``         gauge      db            ``NodeHandle.primary_position()``: primary: own
+                                                                TXID; replica: the primary's TXID last heard
+                                                                of (no sample before that)
+``litefs_db_position_replica``         gauge      db, replica   replica: own TXID (replica = its lease
+                                                                hostname); primary: one per connected replica
+                                                                (``NodeHandle.replica_positions()``, by
+                                                                hostname, else node ID), as last sent
+``litefs_db_replica_lag_seconds``      gauge      db, replica   primary, per connected replica: 0 in sync,
+                                                                else age of the oldest commit it lacks
+``litefs_halt_lock_active``            gauge      db            ``NodeHandle.halt_lock_active()`` (0 until the
+                                                                core has it)
+``litefs_db_commit_latency_seconds``   histogram  db            commits counted above: hook time - LTX
+                                                                timestamp, i.e. LTX encode + fsync + rename
+                                                                (ms resolution)
+``litefs_http_frame_send_bytes``       counter    db, type      ``litefs_ltx_sent``: LTX bytes sent
+``litefs_db_snapshot_count``           counter    db, direction ``sent`` (``litefs_ltx_sent``) / ``received``
+                                                                (``litefs_ltx_received``)
+``litefs_db_snapshot_bytes``           counter    db, direction same, LTX bytes
 ``litefs_primary_change_count``        counter                  ``litefs_primary_changed`` events
-``litefs_stream_reconnect_count``      counter                  replica stream re-opens (**fed later**)
-``litefs_lease_renew_seconds``         histogram                lease renewals (**fed later**)
-``litefs_lease_renew_failure_count``   counter                  failed lease renewals (**fed later**)
-``litefs_proxy_request_count``         counter    kind          read / write / forwarded (**fed later**)
-``litefs_proxy_request_seconds``       histogram  kind          same (**fed later**)
+``litefs_stream_connect_count``        counter                  ``litefs_stream_connected``: streams opened
+``litefs_stream_reconnect_count``      counter                  the same, all but the first
+``litefs_lease_renew_seconds``         histogram                ``litefs_lease_renewed``: renewal attempts
+``litefs_lease_renew_failure_count``   counter                  the failed ones (errors, lease gone)
+``litefs_proxy_request_count``         counter    kind, code    ``litefs_proxy_request`` (proxy plugin): kind
+                                                                ``read`` / ``write`` / ``forwarded`` /
+                                                                ``passthrough`` / ``health``, code the HTTP
+                                                                status (``none``: client gone first)
+``litefs_proxy_request_seconds``       histogram  kind          same
 =====================================  =========  ============  ==============================================
 
-Known deviations until the core says more in ``TxEvent``: a ``litefs import`` is a local event, so
-it counts in ``litefs_db_commit_count`` and the latency histogram (LiteFS counts only journal/WAL
-commits and drops); and the core must mark LTX files applied from the primary ``local=False`` or they
-will be counted as commits too.
+Alert on replication falling behind, on the primary or on each replica::
 
-"Fed later" metrics are exported now (with their label sets at 0 where the labels are known) so names,
-alerts and dashboards can be set up; :func:`metrics_for` returns the node's
-:class:`~litefs_metrics.state.NodeMetrics`, whose ``record_*`` / ``set_*`` methods are what the future
-core hooks (stream frames, snapshots, reconnects, lease renewals, retention, proxy requests, replica
-positions) will call.
+    litefs_db_position_primary - on(instance, db) group_right litefs_db_position_replica > 100
 
 Grafana: ``grafana/litefs-dashboard.json`` in the repository (import it, pick the Prometheus data
 source). Panels: primary per instance (``litefs_is_primary``), primary changes
 (``increase(litefs_primary_change_count[5m])``), TXID per node and database (``litefs_db_txid``),
 commits/s (``rate(litefs_db_commit_count[1m])``), replication lag (``litefs_lag_seconds``,
 ``litefs_db_lag_seconds``, and ``litefs_db_position_primary - on(db) group_right
-litefs_db_position_replica`` in TXIDs), commit latency p50/p99, LTX files and bytes.
+litefs_db_position_replica`` in TXIDs), per-replica lag seen by the primary, commit latency p50/p99,
+LTX files and bytes, frames and snapshots sent, stream reconnects, lease renewals, proxy requests.
 """
 
 from __future__ import annotations
@@ -198,6 +206,48 @@ def litefs_primary_changed(node: Any, event: Any) -> None:
     bundle = _bundle(node)
     if bundle is not None:
         bundle.state.record_primary_change(event)
+
+
+@hookimpl
+def litefs_ltx_sent(node: Any, event: Any) -> None:
+    bundle = _bundle(node)
+    if bundle is not None:
+        bundle.state.record_frame_sent(event.db, "ltx:snapshot" if event.snapshot else "ltx", event.nbytes)
+
+
+@hookimpl
+def litefs_ltx_received(node: Any, event: Any) -> None:
+    bundle = _bundle(node)
+    if bundle is not None and event.snapshot:
+        bundle.state.record_snapshot_received(event.db, event.nbytes)
+
+
+@hookimpl
+def litefs_stream_connected(node: Any, event: Any) -> None:
+    bundle = _bundle(node)
+    if bundle is not None:
+        bundle.state.record_stream_connect(event.reconnect)
+
+
+@hookimpl
+def litefs_lease_renewed(node: Any, event: Any) -> None:
+    bundle = _bundle(node)
+    if bundle is not None:
+        bundle.state.record_lease_renewal(event.seconds, event.ok)
+
+
+@hookimpl
+def litefs_ltx_reaped(node: Any, event: Any) -> None:
+    bundle = _bundle(node)
+    if bundle is not None:
+        bundle.state.record_ltx_reaped(event.db, event.files)
+
+
+@hookimpl
+def litefs_proxy_request(node: Any, kind: str, status: int, seconds: float) -> None:
+    bundle = _bundle(node)
+    if bundle is not None:
+        bundle.state.record_proxy_request(kind, seconds, status)
 
 
 __all__ = [

@@ -5,9 +5,9 @@ on the trio thread (:meth:`LiteFSCollector.snapshot`); LTX files are counted on 
 does not depend on the core reporting every file it writes or deletes. Event-fed values come from
 :class:`~litefs_metrics.state.NodeMetrics`.
 
-Three NodeHandle extensions are used when the core has them (and give zeros until then):
-``database_stats(name)`` (attributes ``database_writes``, ``journal_writes``, ``wal_writes``,
-``shm_writes``), ``subscriber_count`` / ``stream_count`` (ints) and ``halt_lock_active(name)`` (bool).
+NodeHandle members newer than the first core (``database_stats``, ``subscriber_count``, ``stream_count``,
+``primary_position``, ``replica_positions``, ``halt_lock_active``) are read with fallbacks, so a node
+without one gives zeros or no samples instead of failing the scrape.
 """
 
 from __future__ import annotations
@@ -38,6 +38,10 @@ class DBSnapshot:
     ltx_dir: str
     writes: dict[str, int] = field(default_factory=dict)
     halt: bool = False
+    primary_txid: int | None = None
+    """The primary's TXID (own on the primary, last heard of on a replica; None: unknown)."""
+    replicas: list[Any] = field(default_factory=list)
+    """On the primary: :class:`litefs.events.ReplicaPosition` of each connected replica."""
 
 
 @dataclass
@@ -97,6 +101,9 @@ class LiteFSCollector:
         data_dir = os.path.abspath(node.config.data.dir)
         stats = getattr(node, "database_stats", None)
         halt = getattr(node, "halt_lock_active", None)
+        primary_position = getattr(node, "primary_position", None)
+        replica_positions = getattr(node, "replica_positions", None)
+        is_primary = bool(node.is_primary)
         dbs = []
         for name in node.database_names():
             db = DBSnapshot(name, node.database_txid(name), os.path.join(data_dir, "dbs", name, "ltx"))
@@ -105,10 +112,17 @@ class LiteFSCollector:
                 db.writes = {attr: int(getattr(st, attr, 0)) for _, attr, _ in WRITE_COUNTERS}
             if halt is not None:
                 db.halt = bool(halt(name))
+            if is_primary:
+                db.primary_txid = db.txid
+                if replica_positions is not None:
+                    db.replicas = list(replica_positions(name))
+            elif primary_position is not None:
+                db.primary_txid = primary_position(name)
             dbs.append(db)
-        hostname = node.config.lease.hostname or f"{node.node_id:016X}"
+        # The name the primary gives this node, so both ends label a replica alike.
+        hostname = getattr(node, "replica_name", None) or node.config.lease.hostname or f"{node.node_id:016X}"
         return NodeSnapshot(
-            is_primary=bool(node.is_primary),
+            is_primary=is_primary,
             lag_seconds=float(node.lag_seconds()),
             hostname=hostname,
             subscriber_count=_int_attr(node, "subscriber_count"),
@@ -164,6 +178,9 @@ class LiteFSCollector:
         frames = GoCounter(
             "litefs_http_frame_send_count", "Number of frames sent to replicas.", ("db", "type")
         )
+        frame_bytes = GoCounter(
+            "litefs_http_frame_send_bytes", "Bytes of LTX files sent to replicas.", ("db", "type")
+        )
         writes = {name: GoCounter(name, doc, ("db",)) for name, _, doc in WRITE_COUNTERS}
         with st.locked():
             for db in snap.dbs:
@@ -172,6 +189,7 @@ class LiteFSCollector:
                 lag.add_metric([db.name], st.db_lag_seconds.get(db.name, 0.0))
                 for ftype in FRAME_TYPES:
                     frames.add((db.name, ftype), st.frame_send_count.get((db.name, ftype), 0))
+                    frame_bytes.add((db.name, ftype), st.frame_send_bytes.get((db.name, ftype), 0))
         for db in snap.dbs:
             txid.add_metric([db.name], db.txid)
             n, size = ltx_usage(db.ltx_dir)
@@ -179,7 +197,7 @@ class LiteFSCollector:
             ltx_bytes.add_metric([db.name], size)
             for name, attr, _ in WRITE_COUNTERS:
                 writes[name].add((db.name,), db.writes.get(attr, 0))
-        yield from (txid, *writes.values(), commits, ltx_count, ltx_bytes, reaped, lag, frames)
+        yield from (txid, *writes.values(), commits, ltx_count, ltx_bytes, reaped, lag, frames, frame_bytes)
 
     def _extension_families(self, snap: NodeSnapshot) -> Iterator[Metric]:
         st = self.state
@@ -212,46 +230,59 @@ class LiteFSCollector:
             "litefs_db_snapshot_bytes", "Bytes of snapshots sent or received.", ("db", "direction")
         )
         primary_changes = GoCounter("litefs_primary_change_count", "Number of role or primary changes seen.")
+        connects = GoCounter(
+            "litefs_stream_connect_count", "Number of times this replica opened its stream to the primary."
+        )
         reconnects = GoCounter(
-            "litefs_stream_reconnect_count", "Number of times a replica re-opened its stream."
+            "litefs_stream_reconnect_count", "Number of times this replica re-opened its stream."
         )
         renew = HistogramMetricFamily("litefs_lease_renew_seconds", "Duration of lease renewal attempts.")
         renew_failures = GoCounter("litefs_lease_renew_failure_count", "Number of failed lease renewals.")
         proxy_requests = GoCounter(
-            "litefs_proxy_request_count", "Requests handled by the HTTP proxy, by kind.", ("kind",)
+            "litefs_proxy_request_count",
+            "Requests handled by the HTTP proxy, by kind and status.",
+            ("kind", "code"),
         )
         proxy_latency = HistogramMetricFamily(
             "litefs_proxy_request_seconds", "Duration of proxied requests, by kind.", labels=["kind"]
         )
         by_name = {db.name: db for db in snap.dbs}
+        for db in snap.dbs:
+            if db.primary_txid is not None:
+                # Until the stream reports it the primary's position is unknown: no sample rather
+                # than a 0 that would make `primary - replica` alerts go negative.
+                pos_primary.add_metric([db.name], db.primary_txid)
+            if not snap.is_primary:
+                pos_replica.add_metric([db.name, snap.hostname], db.txid)
+            for replica in db.replicas:
+                pos_replica.add_metric([db.name, replica.name], replica.txid)
+                replica_lag.add_metric([db.name, replica.name], replica.lag_seconds)
         with st.locked():
             for name in names:
                 halt.add_metric([name], int(by_name[name].halt))
-                if snap.is_primary:
-                    pos_primary.add_metric([name], by_name[name].txid)
-                elif name in st.primary_position:
-                    # Until the stream reports it the primary's position is unknown: no sample
-                    # rather than a 0 that would make `primary - replica` alerts go negative.
-                    pos_primary.add_metric([name], st.primary_position[name])
-                if not snap.is_primary:
-                    pos_replica.add_metric([name, snap.hostname], by_name[name].txid)
                 for direction in SNAPSHOT_DIRECTIONS:
                     snap_count.add((name, direction), st.snapshot_count.get((name, direction), 0))
                     snap_bytes.add((name, direction), st.snapshot_bytes.get((name, direction), 0))
                 hist = st.commit_latency.get(name)
                 if hist is not None:
                     latency.add_metric([name], hist.cumulative(), hist.total)
-            if snap.is_primary:
-                for (db, replica), view in sorted(st.replicas.items()):
-                    pos_replica.add_metric([db, replica], view.txid)
-                    replica_lag.add_metric([db, replica], view.lag_seconds)
             primary_changes.add((), st.primary_changes)
+            connects.add((), st.stream_connects)
             reconnects.add((), st.stream_reconnects)
             renew.add_metric([], st.lease_renew.cumulative(), st.lease_renew.total)
             renew_failures.add((), st.lease_renew_failures)
+            for kind, code in sorted(st.proxy_requests):
+                proxy_requests.add((kind, code), st.proxy_requests[(kind, code)])
             for kind in PROXY_KINDS:
-                proxy_requests.add((kind,), st.proxy_requests.get(kind, 0))
                 hist = st.proxy_latency[kind]
                 proxy_latency.add_metric([kind], hist.cumulative(), hist.total)
         yield from (pos_primary, pos_replica, replica_lag, halt, latency, snap_count, snap_bytes)
-        yield from (primary_changes, reconnects, renew, renew_failures, proxy_requests, proxy_latency)
+        yield from (
+            primary_changes,
+            connects,
+            reconnects,
+            renew,
+            renew_failures,
+            proxy_requests,
+            proxy_latency,
+        )

@@ -1,12 +1,10 @@
 """The numbers one node's metrics are made of, fed by hooks and read at scrape time.
 
 Everything pushed by an event lives here (counters, histograms, the last-seen lag per database).
-Values the node can be asked for at any moment (TXIDs, role, LTX files on disk) are read by the
-collector when Prometheus scrapes, never copied here.
+Values the node can be asked for at any moment (TXIDs, role, LTX files on disk, replica positions,
+write counters) are read by the collector when Prometheus scrapes, never copied here.
 
-The ``record_*`` methods for events the core does not publish yet (frames sent, snapshots, stream
-reconnects, lease renewals, proxy requests, retention) are the exact entry points the future hooks
-will call; until then their metrics stay at zero.
+Each ``record_*`` method is what one hook of :mod:`litefs.hookspecs` calls (see ``__init__``).
 """
 
 from __future__ import annotations
@@ -28,7 +26,9 @@ LEASE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2
 PROXY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 FRAME_TYPES = ("ltx", "ltx:snapshot")
-PROXY_KINDS = ("read", "write", "forwarded")
+PROXY_KINDS = ("read", "write", "forwarded", "passthrough", "health")
+#: TxEvent kinds LiteFS counts in ``litefs_db_commit_count`` (journal/WAL commits and drops).
+COMMIT_KINDS = frozenset({"commit", "drop"})
 SNAPSHOT_DIRECTIONS = ("sent", "received")
 
 
@@ -72,14 +72,6 @@ class Histogram:
         return out
 
 
-@dataclass
-class ReplicaView:
-    """What a primary knows of one connected replica (fed by the stream code once it exists)."""
-
-    txid: int = 0
-    lag_seconds: float = 0.0
-
-
 class NodeMetrics:
     """Counters and histograms of one node. Thread-safe: commits may be reported from FUSE workers."""
 
@@ -92,24 +84,24 @@ class NodeMetrics:
         self.ltx_reap_count: dict[str, int] = defaultdict(int)
         self.frame_send_count: dict[tuple[str, str], int] = defaultdict(int)
         # Extensions.
+        self.frame_send_bytes: dict[tuple[str, str], int] = defaultdict(int)
         self.commit_latency: dict[str, Histogram] = {}
         self.primary_changes = 0
+        self.stream_connects = 0
         self.stream_reconnects = 0
         self.snapshot_count: dict[tuple[str, str], int] = defaultdict(int)
         self.snapshot_bytes: dict[tuple[str, str], int] = defaultdict(int)
         self.lease_renew = Histogram(LEASE_BUCKETS)
         self.lease_renew_failures = 0
-        self.proxy_requests: dict[str, int] = defaultdict(int)
+        #: (kind, status code) -> requests.
+        self.proxy_requests: dict[tuple[str, str], int] = defaultdict(int)
         self.proxy_latency: dict[str, Histogram] = {kind: Histogram(PROXY_BUCKETS) for kind in PROXY_KINDS}
-        self.replicas: dict[tuple[str, str], ReplicaView] = {}
-        self.primary_position: dict[str, int] = {}
-
-    # -- fed by hooks that exist ---------------------------------------------------------------
 
     def record_tx(self, event: TxEvent) -> None:
         """A transaction became part of ``event.db`` (``litefs_tx_committed``).
 
-        Local commits count in ``litefs_db_commit_count`` and the latency histogram; an applied LTX
+        Journal/WAL commits and drops count in ``litefs_db_commit_count`` and the latency histogram,
+        as in LiteFS (an import or an LTX file applied from the primary does not); an applied LTX
         file sets ``litefs_db_lag_seconds`` to apply time minus the LTX timestamp, as LiteFS does.
         """
         now = self._clock()
@@ -118,21 +110,20 @@ class NodeMetrics:
         elapsed = max(0.0, now - event.timestamp_ms / 1000.0)
         with self._lock:
             if event.local:
-                self.commit_count[event.db] += 1
                 self.db_lag_seconds[event.db] = 0.0
+            else:
+                self.db_lag_seconds[event.db] = elapsed
+            if event.kind in COMMIT_KINDS:
+                self.commit_count[event.db] += 1
                 hist = self.commit_latency.get(event.db)
                 if hist is None:
                     hist = self.commit_latency[event.db] = Histogram(COMMIT_BUCKETS)
                 hist.observe(elapsed)
-            else:
-                self.db_lag_seconds[event.db] = elapsed
 
     def record_primary_change(self, event: PrimaryChangeEvent) -> None:
         """The role or the known primary changed (``litefs_primary_changed``)."""
         with self._lock:
             self.primary_changes += 1
-
-    # -- for hooks the core does not have yet ------------------------------------------------
 
     def record_frame_sent(self, db: str, frame_type: str, nbytes: int = 0) -> None:
         """The primary sent one LTX frame of ``db`` to a replica (``ltx`` or ``ltx:snapshot``)."""
@@ -140,6 +131,7 @@ class NodeMetrics:
             raise MetricsInputError(f"frame type must be one of {FRAME_TYPES}, got {frame_type!r}")
         with self._lock:
             self.frame_send_count[(db, frame_type)] += 1
+            self.frame_send_bytes[(db, frame_type)] += nbytes
             if frame_type == "ltx:snapshot":
                 self.snapshot_count[(db, "sent")] += 1
                 self.snapshot_bytes[(db, "sent")] += nbytes
@@ -155,10 +147,12 @@ class NodeMetrics:
         with self._lock:
             self.ltx_reap_count[db] += files
 
-    def record_stream_reconnect(self) -> None:
-        """A replica's stream to the primary broke and was opened again."""
+    def record_stream_connect(self, reconnect: bool) -> None:
+        """This replica opened its stream to the primary (``reconnect``: not the first time)."""
         with self._lock:
-            self.stream_reconnects += 1
+            self.stream_connects += 1
+            if reconnect:
+                self.stream_reconnects += 1
 
     def record_lease_renewal(self, seconds: float, ok: bool) -> None:
         """One lease renewal attempt took ``seconds``; ``ok`` False counts a failure."""
@@ -167,29 +161,15 @@ class NodeMetrics:
             if not ok:
                 self.lease_renew_failures += 1
 
-    def record_proxy_request(self, kind: str, seconds: float) -> None:
-        """The proxy handled one request of ``kind`` (``read``, ``write`` or ``forwarded``)."""
+    def record_proxy_request(self, kind: str, seconds: float, status: int = 0) -> None:
+        """The proxy handled one request of ``kind`` (see :data:`PROXY_KINDS`) answered with
+        ``status`` (0: the client went away before an answer)."""
         if kind not in PROXY_KINDS:
             raise MetricsInputError(f"proxy request kind must be one of {PROXY_KINDS}, got {kind!r}")
+        code = str(status) if status else "none"
         with self._lock:
-            self.proxy_requests[kind] += 1
             self.proxy_latency[kind].observe(seconds)
-
-    def set_replica_position(self, db: str, replica: str, txid: int, lag_seconds: float) -> None:
-        """On the primary: where the replica called ``replica`` (its hostname) is in ``db``."""
-        with self._lock:
-            self.replicas[(db, replica)] = ReplicaView(txid, lag_seconds)
-
-    def forget_replica(self, replica: str) -> None:
-        """On the primary: ``replica`` disconnected; its series disappear."""
-        with self._lock:
-            for key in [k for k in self.replicas if k[1] == replica]:
-                del self.replicas[key]
-
-    def set_primary_position(self, db: str, txid: int) -> None:
-        """On a replica: the primary's TXID of ``db`` as last announced on the stream."""
-        with self._lock:
-            self.primary_position[db] = txid
+            self.proxy_requests[(kind, code)] += 1
 
     # -- for the collector ---------------------------------------------------------------------
 

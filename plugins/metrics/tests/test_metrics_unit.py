@@ -14,7 +14,16 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import litefs_metrics
-from litefs.events import PrimaryChangeEvent, TxEvent
+from litefs.events import (
+    LeaseRenewEvent,
+    LTXReapEvent,
+    LTXReceivedEvent,
+    LTXSentEvent,
+    PrimaryChangeEvent,
+    ReplicaPosition,
+    StreamEvent,
+    TxEvent,
+)
 from litefs.plugins import load_plugins
 from litefs_metrics import MetricsInputError, ltx_usage, metrics_for, registry_for, render
 
@@ -55,6 +64,8 @@ class FakeNode:
         self.is_primary = primary
         self.txids: dict[str, int] = {"db": 3}
         self.lag = 0.0
+        self.replicas: dict[str, list[ReplicaPosition]] = {}
+        self.primary_txids: dict[str, int] = {}
 
     def database_names(self) -> list[str]:
         return sorted(self.txids)
@@ -64,6 +75,12 @@ class FakeNode:
 
     def lag_seconds(self) -> float:
         return self.lag
+
+    def primary_position(self, name: str) -> int | None:
+        return self.txids.get(name, 0) if self.is_primary else self.primary_txids.get(name)
+
+    def replica_positions(self, name: str) -> list[ReplicaPosition]:
+        return self.replicas.get(name, [])
 
 
 def scrape(node: Any) -> tuple[str, dict[str, Any]]:
@@ -129,11 +146,15 @@ def test_primary_and_replica_positions(tmp_path) -> None:
     _, fam = scrape(primary)
     assert value(fam, "litefs_db_position_primary", db="db") == 3
     assert fam["litefs_db_position_replica"].samples == []  # no replica connected yet
-    metrics_for(primary).set_replica_position("db", "r1", 2, 0.25)
+    primary.replicas = {"db": [ReplicaPosition("00000000000000AB", "r1", 2, 0x99, 1, 0.25)]}
     _, fam = scrape(primary)
     assert value(fam, "litefs_db_position_replica", db="db", replica="r1") == 2
     assert value(fam, "litefs_db_replica_lag_seconds", db="db", replica="r1") == 0.25
-    metrics_for(primary).forget_replica("r1")
+    # A replica that sent no hostname is named by its node ID.
+    primary.replicas = {"db": [ReplicaPosition("00000000000000AB", "", 3, 0x99, 0, 0.0)]}
+    _, fam = scrape(primary)
+    assert value(fam, "litefs_db_position_replica", db="db", replica="00000000000000AB") == 3
+    primary.replicas = {}
     _, fam = scrape(primary)
     assert fam["litefs_db_position_replica"].samples == []
 
@@ -141,39 +162,62 @@ def test_primary_and_replica_positions(tmp_path) -> None:
     assert value(fam, "litefs_db_position_replica", db="db", replica="r1") == 2
     # Unknown until the stream says so: no sample, so `primary - replica` never goes negative.
     assert fam["litefs_db_position_primary"].samples == []
-    metrics_for(replica).set_primary_position("db", 3)
+    replica.primary_txids["db"] = 3
     _, fam = scrape(replica)
     assert value(fam, "litefs_db_position_primary", db="db") == 3
     assert value(fam, "litefs_is_primary") == 0
 
 
-def test_future_feeds_reach_their_metrics(tmp_path) -> None:
+def test_hooks_feed_their_metrics(tmp_path) -> None:
     node = FakeNode(str(tmp_path))
-    state = metrics_for(node)
-    state.record_frame_sent("db", "ltx", 100)
-    state.record_frame_sent("db", "ltx")
-    state.record_frame_sent("db", "ltx:snapshot", 8192)
-    state.record_snapshot_received("db", 4096)
-    state.record_ltx_reaped("db", 5)
-    state.record_stream_reconnect()
-    state.record_lease_renewal(0.003, ok=True)
-    state.record_lease_renewal(1.5, ok=False)
-    state.record_proxy_request("forwarded", 0.02)
-    state.record_primary_change(PrimaryChangeEvent(True, "n1"))
+    for event in (
+        LTXSentEvent("db", "00000000000000AB", "r1", 4, 4, 100, snapshot=False),
+        LTXSentEvent("db", "00000000000000AB", "", 5, 5, 50, snapshot=False),
+        LTXSentEvent("db", "00000000000000AB", "r1", 1, 5, 8192, snapshot=True),
+    ):
+        litefs_metrics.litefs_ltx_sent(node=node, event=event)
+    litefs_metrics.litefs_ltx_received(node=node, event=LTXReceivedEvent("db", 1, 5, 4096, True, "p"))
+    litefs_metrics.litefs_ltx_received(node=node, event=LTXReceivedEvent("db", 6, 6, 77, False, "p"))
+    litefs_metrics.litefs_ltx_reaped(node=node, event=LTXReapEvent("db", 5))
+    for reconnect in (False, True, True):
+        litefs_metrics.litefs_stream_connected(node=node, event=StreamEvent("p", "http://p", reconnect))
+    litefs_metrics.litefs_lease_renewed(node=node, event=LeaseRenewEvent(0.003, True))
+    litefs_metrics.litefs_lease_renewed(node=node, event=LeaseRenewEvent(1.5, False, "timeout"))
+    litefs_metrics.litefs_proxy_request(node=node, kind="forwarded", status=200, seconds=0.02)
+    litefs_metrics.litefs_proxy_request(node=node, kind="read", status=504, seconds=5.0)
+    litefs_metrics.litefs_proxy_request(node=node, kind="read", status=0, seconds=0.1)
+    litefs_metrics.litefs_primary_changed(node=node, event=PrimaryChangeEvent(True, "n1"))
     _, fam = scrape(node)
     assert value(fam, "litefs_http_frame_send_count", db="db", type="ltx") == 2
+    assert value(fam, "litefs_http_frame_send_bytes", db="db", type="ltx") == 150
     assert value(fam, "litefs_http_frame_send_count", db="db", type="ltx:snapshot") == 1
     assert value(fam, "litefs_db_snapshot_count", db="db", direction="sent") == 1
     assert value(fam, "litefs_db_snapshot_bytes", db="db", direction="sent") == 8192
+    assert value(fam, "litefs_db_snapshot_count", db="db", direction="received") == 1
     assert value(fam, "litefs_db_snapshot_bytes", db="db", direction="received") == 4096
     assert value(fam, "litefs_db_ltx_reap_count", db="db") == 5
-    assert value(fam, "litefs_stream_reconnect_count") == 1
+    assert value(fam, "litefs_stream_connect_count") == 3
+    assert value(fam, "litefs_stream_reconnect_count") == 2
     assert value(fam, "litefs_lease_renew_failure_count") == 1
     assert value(fam, "litefs_lease_renew_seconds", "litefs_lease_renew_seconds_count") == 2
     assert value(fam, "litefs_lease_renew_seconds", "litefs_lease_renew_seconds_bucket", le="0.005") == 1
-    assert value(fam, "litefs_proxy_request_count", kind="forwarded") == 1
-    assert value(fam, "litefs_proxy_request_count", kind="read") == 0
+    assert value(fam, "litefs_proxy_request_count", kind="forwarded", code="200") == 1
+    assert value(fam, "litefs_proxy_request_count", kind="read", code="504") == 1
+    assert value(fam, "litefs_proxy_request_count", kind="read", code="none") == 1
+    assert value(fam, "litefs_proxy_request_seconds", "litefs_proxy_request_seconds_count", kind="read") == 2
     assert value(fam, "litefs_primary_change_count") == 1
+
+
+def test_commit_count_follows_litefs_kinds(tmp_path) -> None:
+    node = FakeNode(str(tmp_path))
+    for kind in ("commit", "commit", "drop", "import", "apply", "snapshot"):
+        event = TxEvent("db", 1, 0x1234, 4096, 2, int(time.time() * 1000), "/nowhere/1.ltx", kind=kind)
+        litefs_metrics.litefs_tx_committed(node=node, event=event)
+    _, fam = scrape(node)
+    # LiteFS counts journal/WAL commits and drops; never imports or LTX files from the primary.
+    assert value(fam, "litefs_db_commit_count", db="db") == 3
+    hist_count = "litefs_db_commit_latency_seconds_count"
+    assert value(fam, "litefs_db_commit_latency_seconds", hist_count, db="db") == 3
 
 
 def test_bad_feeds_raise_clear_errors(tmp_path) -> None:
@@ -181,7 +225,7 @@ def test_bad_feeds_raise_clear_errors(tmp_path) -> None:
     with pytest.raises(MetricsInputError, match="frame type"):
         state.record_frame_sent("db", "wal")
     with pytest.raises(MetricsInputError, match="proxy request kind"):
-        state.record_proxy_request("sideways", 0.1)
+        state.record_proxy_request("sideways", 0.1, 200)
     with pytest.raises(MetricsInputError, match=">= 0"):
         state.record_lease_renewal(-1.0, ok=True)
     with pytest.raises(MetricsInputError):

@@ -74,6 +74,24 @@ def current_primary(node: Any) -> PrimaryInfo | None:
     return info
 
 
+def request_kind(outcome: str, method: str) -> str:
+    """The kind of a handled request for ``litefs_proxy_request``, from the outcome ``_handle`` logs:
+    ``read``, ``write`` (served here, as primary, or refused), ``forwarded`` (sent on to the
+    primary, by forwarding or ``fly-replay``), ``passthrough`` or ``health``."""
+    if outcome == "passthrough":
+        return "passthrough"
+    if outcome.startswith("health"):
+        return "health"
+    if outcome.startswith("read"):
+        return "read"
+    if outcome.startswith(("write: forwarded", "write: fly-replay")):
+        return "forwarded"
+    if outcome.startswith("write"):
+        return "write"
+    # The client went away (or an error) before the decision was logged: go by the method.
+    return "read" if method in _READ_METHODS else "write"
+
+
 def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
@@ -177,8 +195,16 @@ class ProxyApp:
         started = time.monotonic()
         outcome = "?"
         tracked = _TrackedReceive(receive)
+        status = 0
+
+        async def tracked_send(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
         try:
-            outcome = await self._handle(scope, tracked, send)
+            outcome = await self._handle(scope, tracked, tracked_send)
             if has_request_body(scope) and not tracked.body_done:
                 # Answered without reading the body (an error, or an app that ignored it): read
                 # and drop the rest, or a client still sending it would never see the answer.
@@ -186,6 +212,7 @@ class ProxyApp:
         except ClientDisconnected:
             outcome = "client disconnected"
         finally:
+            self._report(request_kind(outcome, scope["method"]), status, time.monotonic() - started)
             if self.config.debug:
                 log.info(
                     "proxy: %s %s -> %s (%.1f ms)",
@@ -194,6 +221,16 @@ class ProxyApp:
                     outcome,
                     (time.monotonic() - started) * 1000,
                 )
+
+    def _report(self, kind: str, status: int, seconds: float) -> None:
+        """Tell other plugins (metrics) about the request through the core's hook."""
+        hook = getattr(self.node, "hook", None)
+        if hook is None:  # a core without NodeHandle.hook
+            return
+        try:
+            hook.litefs_proxy_request(node=self.node, kind=kind, status=status, seconds=seconds)
+        except Exception:  # a listener must never break the proxy
+            log.exception("proxy: litefs_proxy_request hook failed")
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
