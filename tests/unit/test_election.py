@@ -9,7 +9,7 @@ import pytest
 import trio
 import trio.testing
 
-from litefs.election import Election, ElectionSettings
+from litefs.election import MAX_RENEW_INTERVAL, Election, ElectionSettings
 from litefs.lease import LeaseExpiredError, NoPrimaryError, PrimaryExistsError, PrimaryInfo
 
 TTL = 10.0
@@ -264,3 +264,41 @@ async def test_shutdown_releases_the_lease(autojump_clock) -> None:
         nursery.cancel_scope.cancel()
     assert service.holder is None
     assert not a.writable()
+
+
+async def test_every_renewal_attempt_is_reported(autojump_clock, nursery) -> None:
+    service, host = FakeLeaseService(), Host()
+    reports: list[tuple[float, bool, str]] = []
+    a = Election(
+        FakeLeaser(service, "a"),
+        host,
+        ElectionSettings(),
+        clock=trio.current_time,
+        on_renew=lambda seconds, ok, error: reports.append((seconds, ok, error)),
+    )
+    nursery.start_soon(a.run)
+    await trio.sleep(TTL / 2 * 3 + 0.1)
+    assert [ok for _, ok, _ in reports] == [True, True, True]
+    assert all(seconds >= 0 for seconds, _, _ in reports)
+    service.holder = FakeLeaser(service, "thief")  # lost server-side: the next renewal fails
+    await trio.sleep(TTL / 2)
+    assert reports[-1][1:] == (False, "lease gone")
+    assert not a.writable()
+
+
+async def test_a_huge_ttl_is_still_renewed_every_few_seconds(autojump_clock, nursery) -> None:
+    service, host = FakeLeaseService(), Host()
+    reports: list[bool] = []
+    a = Election(
+        FakeLeaser(service, "a"),
+        host,
+        ElectionSettings(),
+        clock=trio.current_time,
+        on_renew=lambda seconds, ok, error: reports.append(ok),
+    )
+    nursery.start_soon(a.run)
+    await trio.sleep(1)
+    assert a.lease is not None
+    a.lease.ttl = 1e11  # the static lease's "forever"
+    await trio.sleep(MAX_RENEW_INTERVAL * 3)
+    assert len(reports) >= 2

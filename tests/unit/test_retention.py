@@ -12,7 +12,7 @@ import trio
 from litefs.config import Config, DataConfig
 from litefs.ltx import format_filename
 from litefs.store import Database
-from litefs.store.retention import enforce_all, enforce_retention, run_retention
+from litefs.store.retention import enforce_all, enforce_each, enforce_retention, run_retention
 
 NOW = 1_700_000_000.0
 
@@ -153,3 +153,29 @@ async def test_run_retention_disabled_returns(tmp_path: Path, retention: float, 
     with trio.fail_after(1):
         await run_retention(_Store([db]), _config(retention, interval))  # type: ignore[arg-type]
     assert len(names(db)) == 2
+
+
+def test_enforce_each_reports_removals_per_database(tmp_path: Path) -> None:
+    a = make_db(tmp_path, "a", ages={(1, 1): 100, (2, 2): 100, (3, 3): 100})
+    b = make_db(tmp_path, "b", ages={(1, 1): 100})  # only the newest: nothing to remove
+    c = make_db(tmp_path, "c", ages={(1, 1): 100, (2, 2): 0})
+    assert enforce_each([a, b, c], retention=10, now=NOW) == {"a": 2, "c": 1}
+
+
+async def test_run_retention_tells_the_listener_on_the_trio_thread(tmp_path: Path) -> None:
+    import threading
+
+    db = make_db(tmp_path, ages={(1, 1): 100, (2, 2): 100, (3, 3): 100})
+    calls: list[tuple[str, int, bool]] = []
+
+    def on_reaped(name: str, files: int) -> None:
+        calls.append((name, files, threading.current_thread() is threading.main_thread()))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run_retention, _Store([db]), _config(1.0, 0.01), on_reaped)
+        with trio.fail_after(5):
+            while not calls:
+                await trio.sleep(0.01)
+        await trio.sleep(0.05)  # later rounds remove nothing and report nothing
+        nursery.cancel_scope.cancel()
+    assert calls == [("db", 2, True)]

@@ -358,3 +358,26 @@ async def test_passthrough_and_always_forward_patterns() -> None:
     async with make_proxy(replica, seen, always_forward=["/refresh"]) as client:
         await client.get("/refresh")
         assert str(seen[-1].url) == "http://p:9000/refresh"  # an always-forward GET goes to the primary
+
+
+# --- request kinds reported to litefs_proxy_request ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("outcome", "method", "kind"),
+    [
+        ("passthrough", "POST", "passthrough"),
+        ("health 503 (lag 12.0s)", "GET", "health"),
+        ("read", "GET", "read"),
+        ("read: TXID 0000000000000009 not reached in 5s", "GET", "read"),
+        ("write: primary", "POST", "write"),
+        ("write: forwarded to n1 at http://n1:8080", "POST", "forwarded"),
+        ("write: fly-replay to n1", "DELETE", "forwarded"),
+        ("write: no primary", "POST", "write"),
+        ("write: loop refused", "POST", "write"),
+        ("client disconnected", "GET", "read"),
+        ("?", "PUT", "write"),
+    ],
+)
+def test_request_kind(outcome: str, method: str, kind: str) -> None:
+    assert proxy_app.request_kind(outcome, method) == kind
