@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import httpx
 import pytest
 
@@ -63,3 +66,28 @@ def test_metrics_disabled_gives_404(tmp_path) -> None:
         resp = httpx.get(node.url + "/metrics", timeout=10)
         assert resp.status_code == 404
         assert node.get("/info").status_code == 200
+
+
+_WAL_WRITER = """
+import sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=10.0)
+assert conn.execute("PRAGMA journal_mode=WAL").fetchone()[0] == "wal"
+conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+for i in range(5):
+    conn.execute("INSERT INTO t (v) VALUES (?)", ("x" * 200,))
+conn.close()
+"""
+
+
+def test_write_counters_follow_the_files_written(tmp_path) -> None:
+    with LiteFSNode(tmp_path) as node:
+        write_rows(node, "rollback.db", 3)
+        subprocess.run([sys.executable, "-c", _WAL_WRITER, node.path("wal.db")], check=True, timeout=30)
+        fams = scrape(node)
+        # Rollback journal mode: pages go to the journal first, then to the database file.
+        assert sample(fams, "litefs_db_journal_write_count", db="rollback.db") > 0
+        assert sample(fams, "litefs_db_database_write_count", db="rollback.db") > 0
+        assert sample(fams, "litefs_db_wal_write_count", db="rollback.db") == 0
+        # WAL mode: commits are WAL writes; the closing checkpoint writes the database file.
+        assert sample(fams, "litefs_db_wal_write_count", db="wal.db") > 0
+        assert sample(fams, "litefs_db_commit_count", db="wal.db") == pos_txid(node, "wal.db")
