@@ -112,34 +112,51 @@ def query(base: str, promql: str) -> list[dict]:
 
 def test_real_prometheus_scrapes_the_node(tmp_path: Path, prometheus_binary: str) -> None:
     binary, workdir = prometheus_binary, tmp_path / "prom"
+    replica = LiteFSNode(
+        tmp_path,
+        name="replica",
+        candidate=False,
+        config={"lease": {"hostname": "node", "advertise-url": ""}},
+    )
     with LiteFSNode(tmp_path) as node:
+        replica.config["lease"]["advertise-url"] = node.url
         write_rows(node, "app.db", 10)
         txid = pos_txid(node, "app.db")
         target = node.url.removeprefix("http://")
-        proc, base = start_prometheus(binary, workdir, [target])
+        replica_target = replica.url.removeprefix("http://")
+        proc, base = start_prometheus(binary, workdir, [target, replica_target])
         try:
+            replica.start()
             wait_for(lambda: httpx.get(base + "/-/ready", timeout=1).status_code == 200, 20, "ready", proc)
 
             def target_up() -> bool:
                 active = httpx.get(base + "/api/v1/targets", timeout=2).json()["data"]["activeTargets"]
-                t = active[0]
-                assert t["lastError"] == "", t  # a rejected exposition shows up here
-                return t["health"] == "up"
+                for t in active:
+                    assert t["lastError"] == "", t  # a rejected exposition shows up here
+                return len(active) == 2 and all(t["health"] == "up" for t in active)
 
             wait_for(target_up, 20, "target up", proc)
             up = wait_for(lambda: query(base, f'up{{instance="{target}"}}'), 10, "up series", proc)
             assert up[0]["value"][1] == "1"
 
-            got = wait_for(lambda: query(base, 'litefs_db_txid{db="app.db"}'), 10, "litefs_db_txid", proc)
+            got = wait_for(
+                lambda: query(base, f'litefs_db_txid{{db="app.db",instance="{target}"}}'),
+                10,
+                "litefs_db_txid",
+                proc,
+            )
             assert float(got[0]["value"][1]) == txid
             # Counters under LiteFS's own names (no _total), as LiteFS dashboards query them.
             commits = wait_for(
-                lambda: query(base, 'litefs_db_commit_count{db="app.db"}'), 10, "commits", proc
+                lambda: query(base, f'litefs_db_commit_count{{db="app.db",instance="{target}"}}'),
+                10,
+                "commits",
+                proc,
             )
             assert float(commits[0]["value"][1]) == txid
             primary = query(base, "litefs_is_primary")
-            assert [float(r["value"][1]) for r in primary] == [1.0]
-            hist = query(base, 'litefs_db_commit_latency_seconds_count{db="app.db"}')
+            assert sorted(float(r["value"][1]) for r in primary) == [0.0, 1.0]
+            hist = query(base, f'litefs_db_commit_latency_seconds_count{{db="app.db",instance="{target}"}}')
             assert float(hist[0]["value"][1]) == txid
             meta = httpx.get(
                 base + "/api/v1/metadata", params={"metric": "litefs_db_commit_count"}, timeout=5
@@ -149,7 +166,14 @@ def test_real_prometheus_scrapes_the_node(tmp_path: Path, prometheus_binary: str
             write_rows(node, "app.db", 5)
             newer = pos_txid(node, "app.db")
             wait_for(
-                lambda: float(query(base, 'litefs_db_commit_count{db="app.db"}')[0]["value"][1]) == newer,
+                lambda: (
+                    float(
+                        query(base, f'litefs_db_commit_count{{db="app.db",instance="{target}"}}')[0]["value"][
+                            1
+                        ]
+                    )
+                    == newer
+                ),
                 10,
                 "commit count after more writes",
                 proc,
@@ -160,5 +184,18 @@ def test_real_prometheus_scrapes_the_node(tmp_path: Path, prometheus_binary: str
             assert query(
                 base, 'max by (db) (litefs_db_txid) - on (db) group_right litefs_db_txid{db="app.db"}'
             )
+
+            # The alert the README suggests: primary TXID minus replica TXID, on each node (on the
+            # primary once per connected replica), 0 once the replica has caught up.
+            behind = "litefs_db_position_primary - on (instance, db) group_right litefs_db_position_replica"
+
+            def caught_up() -> list[dict]:
+                rows = query(base, behind)
+                return rows if len(rows) == 2 and all(float(r["value"][1]) == 0 for r in rows) else []
+
+            rows = wait_for(caught_up, 20, "replica caught up in position metrics", proc)
+            assert {r["metric"]["instance"] for r in rows} == {target, replica_target}
+            assert not query(base, behind + " > 0")
         finally:
             stop(proc)
+            replica.stop()
