@@ -59,7 +59,15 @@ class StoreError(Exception):
 
 
 class ReadOnlyError(StoreError):
-    """A write on a node that is not primary (FUSE answers EACCES, as LiteFS does for the journal)."""
+    """A write on a node that is not primary (FUSE answers EACCES, as LiteFS does for the journal).
+
+    ``loud`` asks the FUSE layer to log the refusal: SQLite reports a refused WAL write only as
+    "disk I/O error", so the node's log is where the user learns why.
+    """
+
+    def __init__(self, message: str, *, loud: bool = False) -> None:
+        super().__init__(message)
+        self.loud = loud
 
 
 class CommitError(StoreError):
@@ -325,7 +333,9 @@ class Database:
     def write_wal(self, fd: int, offset: int, data: bytes) -> int:
         """Write to ``-wal``; a write that completes a valid commit frame becomes an LTX file first."""
         if not self._writable():
-            raise ReadOnlyError("read only replica")
+            raise ReadOnlyError(
+                f"wal error: read only replica: {self.name} is written on the primary only", loud=True
+            )
         return self.wal.write(fd, offset, data)
 
     def truncate_wal(self, size: int, fd: int | None = None) -> None:
