@@ -145,3 +145,37 @@ def test_cluster_id_mismatch(cluster: Cluster, mode: str) -> None:
     assert total(cluster, stranger) == 7
     assert stranger.info()["clusterID"] != primary.info()["clusterID"]
     assert stranger.stop() == 0
+
+
+def test_snapshot_slower_than_snapshot_timeout_is_abandoned_and_retried(cluster: Cluster) -> None:
+    primary = cluster.primary()
+    conn = cluster.connect(primary.path("db"), journal_mode="delete")
+    conn.execute("CREATE TABLE t (x)")
+    # About 24 MB of incompressible rows: a snapshot that takes many reads to arrive.
+    conn.execute(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 6000) "
+        "INSERT INTO t SELECT randomblob(4000) FROM n"
+    )
+    conn.close()
+
+    replica = cluster.replica(config={"http": {"snapshot-timeout": "1ms"}}, start=False)
+    replica.start(wait=False)
+    wait_until(
+        lambda: replica.log().count("http.snapshot-timeout") >= 2,
+        timeout=60,
+        what="the snapshot abandoned, then abandoned again after reconnecting",
+    )
+    assert "not received within 0.001s" in replica.log()
+    assert replica.log().count("connected to primary") >= 2
+    assert "caught up with primary" not in replica.log()
+    # Nothing half-received is left behind.
+    ltx_dir = replica.ltx_dir("db")
+    assert not os.path.isdir(ltx_dir) or not [n for n in os.listdir(ltx_dir) if n.endswith(".tmp")]
+    assert replica.stop() == 0
+
+    # With the default (data.retention) the same snapshot arrives.
+    del replica.config["http"]["snapshot-timeout"]
+    replica.start()
+    wait_until(lambda: same_pos(primary, replica, "db"), timeout=60, what="snapshot with the default timeout")
+    r = cluster.connect(replica.path("db"))
+    assert r.execute("SELECT count(*) FROM t") == [[6000]]
