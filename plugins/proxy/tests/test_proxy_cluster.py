@@ -280,6 +280,7 @@ def test_primary_killed_mid_request_gives_a_clear_error(tmp_path: Path, helpers:
         assert r is not None, result
         # 502 with a body naming the primary, its proxy URL and what went wrong.
         assert r.status_code == 502 and r.text.startswith("Proxy error: primary primary http://127.0.0.1:")
+        assert "Server disconnected without sending a response" in r.text
         # The primary is gone: new writes fail with the same clear error (after the retries).
         r = httpx.post(replica_url + "/rows", content=b"x", timeout=30)
         assert r.status_code == 502 and "ConnectError" in r.text
