@@ -10,14 +10,17 @@ trio connection class, with Go's semantics:
   byte of a later request arrives; it is ``read-header-timeout``, or ``read-timeout`` when that is
   0, or none when both are 0;
 * the read deadline covers headers and body from the same start, and is lifted once the body has
-  been read (the handler may then take as long as it needs);
+  been read (the handler may then take as long as it needs). The body part is enforced where the
+  body is read, by the proxy app (through ``scope["state"]``), which answers ``502 Proxy error:
+  reading the request body: i/o timeout`` as LiteFS's proxy does when Go's body read times out;
+  the connection is closed :data:`BODY_GRACE` seconds later if the body is still not read;
 * the write deadline starts when the request headers have been read and covers everything written
   for that request;
 * ``idle-timeout`` (0 means ``read-timeout``; 0 again means none) is the wait for the next request
   on a kept-alive connection.
 
-Go closes a connection whose header or body read timed out without answering, and cuts the response
-of a request whose write deadline passed. So does this server: a slow client (slowloris, a client
+Go closes a connection whose header read timed out without answering, and cuts the response of a
+request whose write deadline passed. So does this server: a slow client (slowloris, a client
 that never reads) only ever costs its own connection, while other connections are served.
 """
 
@@ -38,7 +41,13 @@ from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState
 from hypercorn.utils import repr_socket_addr, wrap_app
 
+from .upstream import BODY_DEADLINE_KEY
+
 log = logging.getLogger("litefs.plugin.proxy")
+
+#: Seconds after the body deadline at which the server closes a connection whose body is still
+#: unread (the app normally answers 502 at the deadline itself).
+BODY_GRACE = 1.0
 
 
 @dataclass(frozen=True)
@@ -95,7 +104,7 @@ class TimedTCPServer(TCPServer):
             header = self.timeouts.header
             return start + header if header > 0 else math.inf
         if self.timeouts.read > 0 and self._their_state() is h11.SEND_BODY:
-            return start + self.timeouts.read
+            return start + self.timeouts.read + BODY_GRACE
         return math.inf  # body read (or none): no read deadline while the handler runs
 
     def _update_read_deadline(self) -> None:
@@ -169,6 +178,10 @@ class TimedTCPServer(TCPServer):
                 self._cycle += 1
                 if self._request_start is None:
                     self._request_start = trio.current_time()
+                # Read by the app (scope["state"] is a copy of this dict made for each request).
+                self.state[BODY_DEADLINE_KEY] = (
+                    self._request_start + self.timeouts.read if self.timeouts.read > 0 else math.inf
+                )
                 if self.timeouts.write > 0:
                     self._write_deadline = trio.current_time() + self.timeouts.write
                     self._watchdog = trio.CancelScope(deadline=self._write_deadline)
@@ -236,9 +249,10 @@ async def serve(
         binds.append(f"http://{repr_socket_addr(sock.family, sock.getsockname())}")
     wrapped = wrap_app(app, hc.wsgi_max_body_size, None)
     context = WorkerContext(None)
-    state = ConnectionState({})
 
     async def handle(stream: trio.SocketStream) -> None:
+        # A state dict per connection: it carries that connection's request deadlines to the app.
+        state = ConnectionState({})
         await TimedTCPServer(wrapped, hc, context, state, stream, timeouts=timeouts, debug=config.debug).run()
 
     async with trio.open_nursery() as nursery:
