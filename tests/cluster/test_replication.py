@@ -11,7 +11,7 @@ from .conftest import Cluster, SQLError, read, same_pos, wait_until
 pytestmark = [pytest.mark.cluster, pytest.mark.fuse]
 
 
-@pytest.mark.parametrize("mode", ["delete", "truncate", "persist"])
+@pytest.mark.parametrize("mode", ["delete", "truncate", "persist", "wal"])
 def test_simple_catch_up_and_open_reader(cluster: Cluster, mode: str) -> None:
     primary = cluster.primary()
     w = cluster.connect(primary.path("db"), journal_mode=mode)
@@ -27,7 +27,8 @@ def test_simple_catch_up_and_open_reader(cluster: Cluster, mode: str) -> None:
     w.execute("INSERT INTO t VALUES (200)")
     wait_until(lambda: same_pos(primary, replica, "db"), what="second transaction")
     assert r.execute("SELECT sum(x) FROM t") == [[300]]
-    assert primary.pos("db").startswith("0000000000000003/")
+    # Switching to WAL mode is a transaction of its own (LiteFS: "one extra initial tx").
+    assert primary.pos("db").startswith(f"{4 if mode == 'wal' else 3:016x}/")
 
     assert read(replica.path(".primary")) == "primary\n"
     assert not os.path.exists(primary.path(".primary"))
@@ -53,21 +54,35 @@ def setup_pair(cluster: Cluster, mode: str = "delete", **replica_kwargs: object)
     return primary, replica, w
 
 
-@pytest.mark.parametrize("mode", ["delete", "truncate", "persist"])
+@pytest.mark.parametrize("mode", ["delete", "truncate", "persist", "wal"])
 def test_replica_is_read_only(cluster: Cluster, mode: str) -> None:
     primary, replica, _ = setup_pair(cluster, mode)
     before = replica.pos("db")
     r = cluster.connect(replica.path("db"))
-    with pytest.raises(SQLError, match="attempt to write a readonly database"):
+    # Rollback modes: SQLite's own read-only error. WAL mode: SQLite only learns of the refusal
+    # when writing the -wal file, so it reports an I/O error (as with LiteFS, §4.9).
+    expected = "disk I/O error" if mode == "wal" else "attempt to write a readonly database"
+    with pytest.raises(SQLError, match=expected):
         r.execute("INSERT INTO t VALUES (1)")
     assert r.execute("SELECT sum(x) FROM t") == [[100]]
     assert replica.pos("db") == before == primary.pos("db")
     assert not os.path.exists(os.path.join(replica.data_dir, "dbs", "db", "journal"))
+    if mode == "wal":
+        wal = os.path.join(replica.data_dir, "dbs", "db", "wal")
+        assert not os.path.exists(wal) or os.path.getsize(wal) == 0
+        wait_until(lambda: "wal error: read only replica" in replica.log(), what="the refusal in the log")
+    # The replica still follows the primary after the refused write.
+    w = cluster.connect(primary.path("db"))
+    w.execute("INSERT INTO t VALUES (5)")
+    wait_until(lambda: same_pos(primary, replica, "db"), what="catch-up after the refused write")
+    assert r.execute("SELECT sum(x) FROM t") == [[105]]
+    assert r.execute("PRAGMA integrity_check") == [["ok"]]
 
 
-def test_non_standard_page_size(cluster: Cluster) -> None:
+@pytest.mark.parametrize("mode", ["delete", "wal"])
+def test_non_standard_page_size(cluster: Cluster, mode: str) -> None:
     primary = cluster.primary()
-    w = cluster.connect(primary.path("db"), page_size=512, journal_mode="delete")
+    w = cluster.connect(primary.path("db"), page_size=512, journal_mode=mode)
     w.execute("CREATE TABLE t (x)")
     for _ in range(20):
         w.execute("INSERT INTO t VALUES (?)", [os.urandom(200).hex()])

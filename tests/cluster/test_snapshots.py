@@ -13,8 +13,13 @@ from .conftest import Cluster, same_pos, wait_until
 pytestmark = [pytest.mark.cluster, pytest.mark.fuse]
 
 
-def write_rows(cluster: Cluster, node: LiteFSNode, *values: int, create: bool = False) -> None:
-    conn = cluster.connect(node.path("db"), journal_mode="delete")
+MODES = pytest.mark.parametrize("mode", ["delete", "wal"])
+
+
+def write_rows(
+    cluster: Cluster, node: LiteFSNode, *values: int, create: bool = False, mode: str = "delete"
+) -> None:
+    conn = cluster.connect(node.path("db"), journal_mode=mode)
     if create:
         conn.execute("CREATE TABLE t (x)")
     for v in values:
@@ -45,39 +50,49 @@ def set_role(node: LiteFSNode, primary: LiteFSNode | None) -> None:
         )
 
 
-def test_late_join_with_snapshot(cluster: Cluster) -> None:
+def last_txid(mode: str, rows: int) -> int:
+    """TXID after CREATE TABLE and ``rows`` inserts; switching to WAL is one more (LiteFS: N = 4 or 5)."""
+    return 1 + rows + (1 if mode == "wal" else 0)
+
+
+@MODES
+def test_late_join_with_snapshot(cluster: Cluster, mode: str) -> None:
     primary = cluster.primary()
-    write_rows(cluster, primary, 100, 200, 300, create=True)
-    assert primary.pos("db").startswith("0000000000000004/")
+    write_rows(cluster, primary, 100, 200, 300, create=True, mode=mode)
+    n = last_txid(mode, 3)
+    assert primary.pos("db").startswith(f"{n:016x}/")
     drop_old_ltx(primary)
-    assert primary.ltx_files("db") == ["0000000000000004-0000000000000004.ltx"]
+    assert primary.ltx_files("db") == [f"{n:016x}-{n:016x}.ltx"]
 
     replica = cluster.replica()
     wait_until(lambda: same_pos(primary, replica, "db"), what="snapshot")
-    assert replica.ltx_files("db") == ["0000000000000001-0000000000000004.ltx"]
+    assert replica.ltx_files("db") == [f"{1:016x}-{n:016x}.ltx"]
     assert total(cluster, replica) == 600
 
 
-def test_rejoin_with_snapshot(cluster: Cluster) -> None:
+@MODES
+def test_rejoin_with_snapshot(cluster: Cluster, mode: str) -> None:
     primary = cluster.primary()
-    write_rows(cluster, primary, 100, create=True)
+    write_rows(cluster, primary, 100, create=True, mode=mode)
     replica = cluster.replica()
     wait_until(lambda: same_pos(primary, replica, "db"), what="first catch-up")
     assert replica.stop() == 0
 
-    write_rows(cluster, primary, 200, 300)
+    write_rows(cluster, primary, 200, 300, mode=mode)
     drop_old_ltx(primary)
     replica.start()
     wait_until(lambda: same_pos(primary, replica, "db"), what="snapshot on rejoin")
-    assert replica.ltx_files("db") == ["0000000000000001-0000000000000004.ltx"]
+    n = last_txid(mode, 3)
+    assert replica.ltx_files("db") == [f"{1:016x}-{n:016x}.ltx"]
     assert total(cluster, replica) == 600
 
     # Incremental replication continues after the snapshot.
-    write_rows(cluster, primary, 400)
+    write_rows(cluster, primary, 400, mode=mode)
     wait_until(lambda: same_pos(primary, replica, "db"), what="incremental after snapshot")
     assert total(cluster, replica) == 1000
 
 
+@MODES
 @pytest.mark.parametrize(
     ("diverged", "primary_more", "case"),
     [
@@ -86,9 +101,11 @@ def test_rejoin_with_snapshot(cluster: Cluster) -> None:
         (1, 2, "pre-apply checksum mismatch"),
     ],
 )
-def test_position_mismatch_recovery(cluster: Cluster, diverged: int, primary_more: int, case: str) -> None:
+def test_position_mismatch_recovery(
+    cluster: Cluster, diverged: int, primary_more: int, case: str, mode: str
+) -> None:
     primary = cluster.primary()
-    write_rows(cluster, primary, 100, create=True)
+    write_rows(cluster, primary, 100, create=True, mode=mode)
     old = cluster.replica("old")
     wait_until(lambda: same_pos(primary, old, "db"), what="first catch-up")
     assert old.stop() == 0
@@ -96,9 +113,9 @@ def test_position_mismatch_recovery(cluster: Cluster, diverged: int, primary_mor
     # The node runs on its own as primary and takes writes the cluster never sees.
     set_role(old, None)
     old.start()
-    write_rows(cluster, old, *[5] * diverged)
+    write_rows(cluster, old, *[5] * diverged, mode=mode)
     assert old.stop() == 0
-    write_rows(cluster, primary, *[1000] * primary_more)
+    write_rows(cluster, primary, *[1000] * primary_more, mode=mode)
 
     set_role(old, primary)
     old.start()
@@ -107,15 +124,16 @@ def test_position_mismatch_recovery(cluster: Cluster, diverged: int, primary_mor
     assert "sending snapshot" in primary.log()
 
 
-def test_cluster_id_mismatch(cluster: Cluster) -> None:
+@MODES
+def test_cluster_id_mismatch(cluster: Cluster, mode: str) -> None:
     primary = cluster.primary()
-    write_rows(cluster, primary, 100, create=True)
+    write_rows(cluster, primary, 100, create=True, mode=mode)
 
     # A node of another cluster: it was primary of its own, with its own data.
     stranger = LiteFSNode(cluster.root, name="stranger")
     cluster.nodes.append(stranger)
     stranger.start()
-    write_rows(cluster, stranger, 7, create=True)
+    write_rows(cluster, stranger, 7, create=True, mode=mode)
     own_pos = stranger.pos("db")
     assert stranger.stop() == 0
 
@@ -127,3 +145,37 @@ def test_cluster_id_mismatch(cluster: Cluster) -> None:
     assert total(cluster, stranger) == 7
     assert stranger.info()["clusterID"] != primary.info()["clusterID"]
     assert stranger.stop() == 0
+
+
+def test_snapshot_slower_than_snapshot_timeout_is_abandoned_and_retried(cluster: Cluster) -> None:
+    primary = cluster.primary()
+    conn = cluster.connect(primary.path("db"), journal_mode="delete")
+    conn.execute("CREATE TABLE t (x)")
+    # About 24 MB of incompressible rows: a snapshot that takes many reads to arrive.
+    conn.execute(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 6000) "
+        "INSERT INTO t SELECT randomblob(4000) FROM n"
+    )
+    conn.close()
+
+    replica = cluster.replica(config={"http": {"snapshot-timeout": "1ms"}}, start=False)
+    replica.start(wait=False)
+    wait_until(
+        lambda: replica.log().count("http.snapshot-timeout") >= 2,
+        timeout=60,
+        what="the snapshot abandoned, then abandoned again after reconnecting",
+    )
+    assert "not received within 0.001s" in replica.log()
+    assert replica.log().count("connected to primary") >= 2
+    assert "caught up with primary" not in replica.log()
+    # Nothing half-received is left behind.
+    ltx_dir = replica.ltx_dir("db")
+    assert not os.path.isdir(ltx_dir) or not [n for n in os.listdir(ltx_dir) if n.endswith(".tmp")]
+    assert replica.stop() == 0
+
+    # With the default (data.retention) the same snapshot arrives.
+    del replica.config["http"]["snapshot-timeout"]
+    replica.start()
+    wait_until(lambda: same_pos(primary, replica, "db"), timeout=60, what="snapshot with the default timeout")
+    r = cluster.connect(replica.path("db"))
+    assert r.execute("SELECT count(*) FROM t") == [[6000]]

@@ -89,6 +89,8 @@ def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
         except pyfuse3.FUSEError:
             raise
         except ReadOnlyError as exc:
+            if exc.loud:
+                log.warning("fuse: %s(): %s", name, exc)
             raise pyfuse3.FUSEError(errno.EACCES) from exc
         except CommitError as exc:
             log.error("fuse: %s(): %s", name, exc)

@@ -54,7 +54,9 @@ from litefs.replication.protocol import (
     decode_pos_map,
     encode_chunk,
 )
+from litefs.sqlite.errors import SQLiteFormatError
 from litefs.store import Database, StoreError
+from litefs.store.database import SnapshotView
 
 if TYPE_CHECKING:
     from quart_trio import QuartTrio
@@ -65,6 +67,8 @@ log = logging.getLogger("litefs.replication")
 
 #: Seconds without a commit after which a HEARTBEAT is sent (LiteFS: 1 s ticker).
 HEARTBEAT_INTERVAL = 1.0
+#: Snapshot attempts before the stream ends (a WAL checkpoint during one makes it start over).
+SNAPSHOT_ATTEMPTS = 5
 #: Bytes of an LTX file per wire chunk (LiteFS copies with a 32 KiB buffer).
 CHUNK_SIZE = 32768
 #: Bytes of a snapshot read and sent per write (as 64 KiB wire chunks).
@@ -142,25 +146,29 @@ class ReplicaStream:
     async def frames(self) -> AsyncIterator[bytes]:
         """The response body: never ends while this node is primary and the replica listens."""
         try:
-            dirty = self._wanted(set(self.positions) | set(self.store.database_names()))
-            first = True
-            while self.node.is_primary or self._handoff_lease_id is not None:
-                if self._handoff_lease_id is not None:
-                    yield HandoffFrame(self._handoff_lease_id).encode()
-                    break
-                self._dirty.clear()
-                for name in sorted(dirty):
-                    async for piece in self._stream_db(name):
-                        yield piece
-                if first:
-                    yield ReadyFrame().encode()
-                if first or not dirty:
-                    yield HeartbeatFrame(wall_ms()).encode()
-                first = False
-                with trio.move_on_after(HEARTBEAT_INTERVAL):
-                    await self._changed.wait()
-                self._changed = trio.Event()
-                dirty = set(self._dirty)
+            try:
+                dirty = self._wanted(set(self.positions) | set(self.store.database_names()))
+                first = True
+                while self.node.is_primary or self._handoff_lease_id is not None:
+                    if self._handoff_lease_id is not None:
+                        yield HandoffFrame(self._handoff_lease_id).encode()
+                        break
+                    self._dirty.clear()
+                    for name in sorted(dirty):
+                        async for piece in self._stream_db(name):
+                            yield piece
+                    if first:
+                        yield ReadyFrame().encode()
+                    if first or not dirty:
+                        yield HeartbeatFrame(wall_ms()).encode()
+                    first = False
+                    with trio.move_on_after(HEARTBEAT_INTERVAL):
+                        await self._changed.wait()
+                    self._changed = trio.Event()
+                    dirty = set(self._dirty)
+            except SnapshotError as exc:
+                # END makes the replica reconnect after its reconnect-delay and ask again.
+                log.warning("%s; ending the stream to replica %s", exc, self.replica_id or "?")
             yield EndFrame().encode()
         finally:
             self.close()
@@ -273,24 +281,35 @@ class ReplicaStream:
     async def _snapshot(self, db: Database) -> tuple[str, Pos]:
         """Write a snapshot of ``db`` at its current position to a temp file; return (path, position).
 
-        SQLite's SHARED lock (taken through the mount) keeps writers out while the pages are read, so
-        the file matches the position. The temp file is streamed after the lock is released.
+        SQLite's SHARED lock (taken through the mount) keeps rollback-mode writers out while the
+        pages are read. WAL-mode writers do not need that lock, so the pages are read through a
+        :class:`SnapshotView` captured at one position; commits after it append WAL frames the view
+        does not use, and a checkpoint or WAL restart meanwhile makes the attempt start over.
+        The temp file is streamed after the lock is released.
         """
         fd, tmp = tempfile.mkstemp(prefix=".snapshot-", suffix=".tmp", dir=self.store.data_dir)
         os.close(fd)
         try:
-            if db.page_count == 0:
-                pos = db.pos
-                _write_snapshot_file(tmp, db, pos, self.store.node_id, self.store.compress)
-            else:
-                async with mount_lock(os.path.join(self.node.mount_dir, db.name), exclusive=False):
-                    pos = db.pos
-                    await run_in_thread(
-                        _write_snapshot_file, tmp, db, pos, self.store.node_id, self.store.compress
-                    )
+            for attempt in range(1, SNAPSHOT_ATTEMPTS + 1):
+                try:
+                    if db.page_count == 0:
+                        view = db.snapshot_view()
+                        _write_snapshot_file(tmp, view, self.store.node_id, self.store.compress)
+                    else:
+                        async with mount_lock(os.path.join(self.node.mount_dir, db.name), exclusive=False):
+                            view = db.snapshot_view()
+                            await run_in_thread(
+                                _write_snapshot_file, tmp, view, self.store.node_id, self.store.compress
+                            )
+                    break
+                except SnapshotError as exc:
+                    if attempt == SNAPSHOT_ATTEMPTS:
+                        raise
+                    log.info("%s (attempt %d of %d), retrying", exc, attempt, SNAPSHOT_ATTEMPTS)
         except BaseException:
             os.unlink(tmp)
             raise
+        pos = view.pos
         log.info("%s: sending snapshot at txid %016x to %s", db.name, pos.txid, self.replica_id)
         return tmp, pos
 
@@ -304,9 +323,9 @@ def peek_header_bytes(data: bytes) -> Header:
     return peek_header(io.BytesIO(data))
 
 
-def _write_snapshot_file(path: str, db: Database, pos: Pos, node_id: int, compress: bool) -> None:
-    """Encode pages 1..page count of ``db`` as a snapshot LTX (TXIDs 1..pos.txid) into ``path``."""
-    page_size, commit = db.page_size, db.page_count
+def _write_snapshot_file(path: str, view: SnapshotView, node_id: int, compress: bool) -> None:
+    """Encode pages 1..page count of ``view`` as a snapshot LTX (TXIDs 1..its TXID) into ``path``."""
+    page_size, commit, pos, name = view.page_size, view.page_count, view.pos, view.db.name
     header = Header(
         flags=FLAG_COMPRESS_LZ4 if compress else 0,
         page_size=page_size,
@@ -324,20 +343,19 @@ def _write_snapshot_file(path: str, db: Database, pos: Pos, node_id: int, compre
             for pgno in range(1, commit + 1):
                 if pgno == lock:
                     continue
-                # The committed page: in WAL mode the newest committed frame, else the file's copy.
-                # A commit racing with the snapshot shows up as a checksum mismatch below, and
-                # the replica simply reconnects and gets a fresh snapshot.
                 try:
-                    data = db.read_logical_page(pgno)
-                except (StoreError, OSError) as exc:
-                    raise SnapshotError(f"snapshot {db.name}: {exc}") from exc
+                    data = view.read_page(pgno)
+                except (StoreError, OSError, SQLiteFormatError) as exc:
+                    raise SnapshotError(f"snapshot {name}: {exc}") from exc
                 enc.encode_page(pgno, data)
             actual = enc.snapshot_checksum
         else:
             actual = EMPTY_DATABASE_CHECKSUM
+        if not view.still_valid():
+            raise SnapshotError(f"snapshot {name}: a checkpoint ran while the pages were read")
         if actual != pos.post_apply_checksum:
             raise SnapshotError(
-                f"snapshot {db.name}: snapshot checksum mismatch: pages give {actual:016x}, position is {pos}"
+                f"snapshot {name}: snapshot checksum mismatch: pages give {actual:016x}, position is {pos}"
             )
         enc.finish(actual)
 

@@ -20,6 +20,7 @@ startup recovery re-applies the newest LTX file.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import secrets
 import time
@@ -268,41 +269,60 @@ class ReplicaClient:
                 f"cannot stream from primary with a different cluster id: {remote} (this node: {local})"
             )
 
+    def snapshot_timeout(self) -> float:
+        """Longest time one snapshot may take to arrive: ``http.snapshot-timeout``, or
+        ``data.retention`` when that is 0 (LiteFS's default); ``inf`` when both are 0."""
+        config = self.node.config
+        timeout = config.http.snapshot_timeout or config.data.retention
+        return timeout if timeout > 0 else math.inf
+
     async def _consume(self, resp: httpx.Response) -> str | None:
         parser = FrameParser()
         spool: _Spool | None = None
+        timeout = self.snapshot_timeout()
         try:
-            async for data in resp.aiter_raw():
-                parser.feed(data)
-                for event in parser:
-                    if isinstance(event, LTXChunk):
-                        assert spool is not None
-                        spool.write(event.data)
-                        spool.nbytes += len(event.data)
-                    elif isinstance(event, LTXFrameStart):
-                        spool = _Spool(self.store.create_db(event.name))
-                        spool.started = time.perf_counter()
-                    elif isinstance(event, LTXFrameEnd):
-                        assert spool is not None
-                        current, spool = spool, None
-                        await self._apply(current)
-                    elif isinstance(event, HeartbeatFrame):
-                        self.primary_timestamp_ms = event.timestamp_ms
-                        self._caught_up()
-                    elif isinstance(event, HWMFrame):
-                        self.hwm[event.name] = event.txid
-                    elif isinstance(event, ReadyFrame):
-                        log.info("caught up with primary; node is ready")
-                        self._caught_up()
-                        self._mark_ready()
-                    elif isinstance(event, HandoffFrame):
-                        return event.lease_id
-                    elif isinstance(event, EndFrame):
-                        return None
-                    elif isinstance(event, DropDBFrame):
-                        pass  # deprecated: deletions arrive as LTX files with commit 0
-            parser.close()
-            raise ReplicationError("stream closed by the primary without an END frame")
+            # The deadline is set while a snapshot is arriving only (never while applying): a
+            # snapshot that takes longer than the timeout ends the stream and the replica reconnects.
+            with trio.CancelScope() as snapshot_scope:
+                async for data in resp.aiter_raw():
+                    parser.feed(data)
+                    for event in parser:
+                        if isinstance(event, LTXChunk):
+                            assert spool is not None
+                            spool.write(event.data)
+                            if spool.is_snapshot and snapshot_scope.deadline == math.inf:
+                                snapshot_scope.deadline = spool.started_at + timeout
+                        elif isinstance(event, LTXFrameStart):
+                            spool = _Spool(self.store.create_db(event.name))
+                            spool.started = time.perf_counter()
+                        elif isinstance(event, LTXFrameEnd):
+                            assert spool is not None
+                            snapshot_scope.deadline = math.inf
+                            current, spool = spool, None
+                            await self._apply(current)
+                        elif isinstance(event, HeartbeatFrame):
+                            self.primary_timestamp_ms = event.timestamp_ms
+                            self._caught_up()
+                        elif isinstance(event, HWMFrame):
+                            self.hwm[event.name] = event.txid
+                        elif isinstance(event, ReadyFrame):
+                            log.info("caught up with primary; node is ready")
+                            self._caught_up()
+                            self._mark_ready()
+                        elif isinstance(event, HandoffFrame):
+                            return event.lease_id
+                        elif isinstance(event, EndFrame):
+                            return None
+                        elif isinstance(event, DropDBFrame):
+                            pass  # deprecated: deletions arrive as LTX files with commit 0
+                parser.close()
+                raise ReplicationError("stream closed by the primary without an END frame")
+            assert spool is not None
+            raise ReplicationError(
+                f"snapshot of database {spool.db.name!r} not received within {timeout:g}s "
+                f"({spool.size} bytes so far; http.snapshot-timeout, or data.retention when 0); "
+                "disconnecting to retry"
+            )
         finally:
             if spool is not None:
                 spool.discard()
@@ -333,7 +353,7 @@ class ReplicaClient:
                 db=db.name,
                 min_txid=header.min_txid,
                 max_txid=header.max_txid,
-                nbytes=spool.nbytes,
+                nbytes=spool.size,
                 snapshot=header.is_snapshot,
                 primary_hostname=self.primary_info.hostname if self.primary_info else "",
             ),
@@ -412,20 +432,33 @@ class ReplicaClient:
         }
 
 
+#: The LTX header's min TXID is the big-endian u64 at offset 16.
+_MIN_TXID_END = 24
+
+
 class _Spool:
     """One incoming LTX file, written to a temp file in the database's ``ltx/`` directory."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
         self.started = time.perf_counter()
-        self.nbytes = 0
         os.makedirs(db.ltx_dir, exist_ok=True)
         # Ends in ".tmp": startup recovery removes leftovers.
         self.tmp = os.path.join(db.ltx_dir, f".incoming-{secrets.token_hex(4)}.tmp")
         self._f = open(self.tmp, "wb")  # noqa: SIM115 - closed in finish/discard
+        self.started_at = trio.current_time()
+        self.size = 0
+        self._head = b""
+        self.is_snapshot = False
+        """Known once the header's min TXID has arrived: a snapshot starts at TXID 1."""
 
     def write(self, data: bytes) -> None:
         self._f.write(data)
+        self.size += len(data)
+        if len(self._head) < _MIN_TXID_END:
+            self._head += data[: _MIN_TXID_END - len(self._head)]
+            if len(self._head) == _MIN_TXID_END:
+                self.is_snapshot = int.from_bytes(self._head[16:24], "big") == 1
 
     def finish(self) -> Header:
         """Close the temp file, verify it completely and return its header."""

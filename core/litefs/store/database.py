@@ -44,7 +44,7 @@ from litefs.sqlite.errors import SQLiteFormatError
 from litefs.sqlite.header import DATABASE_HEADER_SIZE, DatabaseHeader
 from litefs.sqlite.journal import is_journal_header_valid, rollback_journal
 from litefs.store.names import BACKING_NAMES, FileKind
-from litefs.store.wal import WALRecovery, WALState
+from litefs.store.wal import WALRecovery, WALState, read_wal_page
 
 log = logging.getLogger("litefs.store")
 
@@ -59,8 +59,44 @@ class StoreError(Exception):
     """A store operation failed for a reason the caller should report as-is."""
 
 
+@dataclass
+class SnapshotView:
+    """A database's committed pages as captured by :meth:`Database.snapshot_view`."""
+
+    db: Database
+    pos: Pos
+    page_size: int
+    page_count: int
+    wal_pages: dict[int, int]
+    """Page number -> offset of its newest committed frame's data in ``-wal``."""
+    wal_fd: int | None
+    generation: int
+
+    def read_page(self, pgno: int) -> bytes:
+        off = self.wal_pages.get(pgno)
+        if off is not None:
+            assert self.wal_fd is not None
+            return read_wal_page(self.wal_fd, self.page_size, off, pgno)
+        data = _pread_full(self.db._db_fd_get(), self.page_size, (pgno - 1) * self.page_size)
+        if len(data) < self.page_size:
+            raise StoreError(f"{self.db.name}: page {pgno} missing from the database file")
+        return data
+
+    def still_valid(self) -> bool:
+        """False when a checkpoint or WAL restart may have changed pages read through this view."""
+        return self.db.file_generation == self.generation
+
+
 class ReadOnlyError(StoreError):
-    """A write on a node that is not primary (FUSE answers EACCES, as LiteFS does for the journal)."""
+    """A write on a node that is not primary (FUSE answers EACCES, as LiteFS does for the journal).
+
+    ``loud`` asks the FUSE layer to log the refusal: SQLite reports a refused WAL write only as
+    "disk I/O error", so the node's log is where the user learns why.
+    """
+
+    def __init__(self, message: str, *, loud: bool = False) -> None:
+        super().__init__(message)
+        self.loud = loud
 
 
 class CommitError(StoreError):
@@ -191,6 +227,10 @@ class Database:
         self.write_stats = WriteStats()
         #: WAL mode: commit capture from the -wal file, committed page overlay (store/wal.py).
         self.wal = WALState(self)
+        #: Bumped whenever committed pages may move under a reader that works from a captured
+        #: page map (a checkpoint writing or truncating the database file, a WAL restart): a
+        #: snapshot built from a :class:`SnapshotView` taken before is retried.
+        self.file_generation = 0
 
     # -- paths ---------------------------------------------------------------------------------
 
@@ -256,6 +296,7 @@ class Database:
             # WAL mode: only checkpoints write the database file, with pages whose LTX files exist.
             self.wal.before_checkpoint_write()
             self._db_synced = False
+            self.file_generation += 1
             return os.pwrite(fd, data, offset)
         n = os.pwrite(fd, data, offset)
         if n:
@@ -292,6 +333,7 @@ class Database:
         else:
             os.truncate(self.db_path, size)
         self._db_synced = False
+        self.file_generation += 1
 
     def sync_database(self, fd: int, datasync: bool) -> None:
         """fsync of the database file requested by SQLite."""
@@ -343,7 +385,9 @@ class Database:
     def write_wal(self, fd: int, offset: int, data: bytes) -> int:
         """Write to ``-wal``; a write that completes a valid commit frame becomes an LTX file first."""
         if not self._writable():
-            raise ReadOnlyError("read only replica")
+            raise ReadOnlyError(
+                f"wal error: read only replica: {self.name} is written on the primary only", loud=True
+            )
         return self.wal.write(fd, offset, data)
 
     def truncate_wal(self, size: int, fd: int | None = None) -> None:
@@ -353,6 +397,24 @@ class Database:
         else:
             os.truncate(self.backing_path(FileKind.WAL), size)
         self.wal.truncated(size)
+
+    def snapshot_view(self) -> SnapshotView:
+        """The committed state as of now, readable page by page from another thread.
+
+        Taken on the trio thread, between FUSE requests, so the position, page count and WAL page
+        map belong to the same transaction. WAL commits that follow append frames elsewhere and do
+        not disturb it; a checkpoint or WAL restart does (see ``file_generation``).
+        """
+        wal_pages = dict(self.wal.pages) if self.wal.header is not None else {}
+        return SnapshotView(
+            db=self,
+            pos=self.pos,
+            page_size=self.page_size,
+            page_count=self.page_count,
+            wal_pages=wal_pages,
+            wal_fd=self.wal._reader_fd() if wal_pages else None,
+            generation=self.file_generation,
+        )
 
     def read_logical_page(self, pgno: int) -> bytes:
         """Committed content of one page: the newest committed WAL frame, else the database file."""

@@ -105,6 +105,11 @@ def _pread_exact(fd: int, size: int, offset: int, what: str) -> bytes:
     return data
 
 
+def read_wal_page(fd: int, page_size: int, offset: int, pgno: int) -> bytes:
+    """The page data of the WAL frame at ``offset`` (see :attr:`WALState.pages`)."""
+    return _pread_exact(fd, page_size, offset, f"WAL page {pgno}")
+
+
 def _load_syncfs():  # pragma: no cover - depends on the platform
     try:
         libc = ctypes.CDLL(None, use_errno=True)
@@ -152,6 +157,7 @@ class WALState:
         self.committed_offset = WAL_HEADER_SIZE
         self.committed_checksum = header.checksum if header is not None else (0, 0)
         self.pages.clear()
+        self.db.file_generation += 1  # frames may now be overwritten (see Database.snapshot_view)
 
     def close(self) -> None:
         if self._read_fd is not None:

@@ -28,9 +28,10 @@ Where the primary's proxy listens, first match wins:
 Forwarded requests carry ``Litefs-Proxy-Forwarded: <node ID>``; a node receiving one that is not
 the primary answers ``508 Proxy error: ...`` rather than forwarding again, so loops are impossible.
 
-Timeouts: ``idle-timeout`` is hypercorn's keep-alive timeout and ``read-timeout`` its read timeout;
-hypercorn has no equivalent of Go's ``read-header-timeout`` and ``write-timeout``, so those two are
-accepted and validated but not enforced.
+Timeouts: ``read-header-timeout``, ``read-timeout``, ``write-timeout`` and ``idle-timeout`` are
+enforced with the semantics of Go's ``http.Server`` fields of the same names (see
+:mod:`litefs_proxy.server`): a connection that misses a deadline is closed without an answer, as Go
+does, and costs nobody else anything.
 
 Start-up: as in LiteFS the proxy listens only once the node is ready, or at once with ``skip-sync``.
 """

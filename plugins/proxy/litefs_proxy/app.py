@@ -34,9 +34,11 @@ from .upstream import (
     Headers,
     Receive,
     RequestBody,
+    RequestBodyTimeout,
     Send,
     Upstream,
     UpstreamError,
+    body_deadline,
     has_request_body,
     open_upstream,
     relay_response,
@@ -211,6 +213,9 @@ class ProxyApp:
                 await tracked.drain(BODY_DRAIN_TIMEOUT)
         except ClientDisconnected:
             outcome = "client disconnected"
+        except RequestBodyTimeout:
+            # Answered 502; the unread rest of the body is not waited for (the server closes).
+            outcome = "request body not received within proxy.read-timeout"
         finally:
             self._report(request_kind(outcome, scope["method"]), status, time.monotonic() - started)
             if self.config.debug:
@@ -354,13 +359,16 @@ class ProxyApp:
     async def _forward(
         self, upstream: Upstream, scope: dict[str, Any], receive: Receive, send: Send, *, cookie: bool
     ) -> None:
-        body = RequestBody(receive) if has_request_body(scope) else None
+        body = RequestBody(receive, deadline=body_deadline(scope)) if has_request_body(scope) else None
         try:
             response = await open_upstream(self.client, upstream, scope, self._outgoing_headers(scope), body)
         except UpstreamError as exc:
             log.warning("proxy: %s", exc)
             await respond_text(send, 502, f"Proxy error: {exc}")
             return
+        except RequestBodyTimeout as exc:
+            await respond_text(send, 502, f"Proxy error: {exc}", [(b"connection", b"close")])
+            raise
         extra: Headers = []
         if cookie and self._db_exists():
             extra.append((b"set-cookie", txid_set_cookie(self.node.database_txid(self.config.db)).encode()))

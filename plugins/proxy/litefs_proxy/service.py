@@ -3,38 +3,20 @@
 from __future__ import annotations
 
 import logging
-import math
 from typing import Any
 
 import trio
-from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve
 
-from litefs.http.server import bind_address, port_of
+from litefs.http.server import port_of
 
 from . import check_config
 from .app import ProxyApp
+from .server import hypercorn_config, serve
 from .upstream import new_client
 
 log = logging.getLogger("litefs.plugin.proxy")
 
-
-def hypercorn_config(config: Any) -> HypercornConfig:
-    """LiteFS's server timeouts mapped onto hypercorn's knobs (see the package docs for the gaps)."""
-    hc = HypercornConfig()
-    hc.bind = [bind_address(config.addr)]
-    hc.errorlog = logging.getLogger("litefs.plugin.proxy.http")
-    hc.accesslog = None
-    # The upstream's own Date/Server headers are passed through instead.
-    hc.include_date_header = False
-    hc.include_server_header = False
-    hc.keep_alive_timeout = config.idle_timeout if config.idle_timeout > 0 else 3600 * 24
-    if config.read_timeout > 0:
-        hc.read_timeout = max(1, math.ceil(config.read_timeout))
-    hc.graceful_timeout = 1.0
-    # Bodies of any size stream through; the app decides what it accepts.
-    hc.h11_max_incomplete_size = 64 * 1024
-    return hc
+__all__ = ["ProxyService", "hypercorn_config"]
 
 
 class ProxyService:
@@ -73,4 +55,4 @@ class ProxyService:
                     log.info("proxy listening on %s, target %s", self.url, self.config.target)
                     status.started()
 
-            await serve(self.app, hypercorn_config(self.config), task_status=_Bound())
+            await serve(self.app, self.config, task_status=_Bound())

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import http.cookiejar
 import logging
+import math
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +45,25 @@ Receive = Callable[[], Any]
 
 class ClientDisconnected(Exception):
     """The client went away while its request body was being read."""
+
+
+class RequestBodyTimeout(Exception):
+    """The client did not send its whole body by the request's ``proxy.read-timeout`` deadline.
+
+    Go's server fails the body read with an i/o timeout there, and LiteFS's proxy answers that
+    failed upstream request with ``502 Proxy error: ...``; so does this one.
+    """
+
+
+#: Key in the connection state (ASGI ``scope["state"]``) under which the server puts the request's
+#: body deadline (trio time): see :mod:`litefs_proxy.server`.
+BODY_DEADLINE_KEY = "litefs_proxy.body_deadline"
+
+
+def body_deadline(scope: dict[str, Any]) -> float:
+    """The trio time by which the request body must have arrived (``inf``: no limit)."""
+    state = scope.get("state") or {}
+    return float(state.get(BODY_DEADLINE_KEY, math.inf))
 
 
 class UpstreamError(Exception):
@@ -91,13 +111,18 @@ class RequestBody:
     """The client's body as an async iterator; remembers whether reading has begun (no retry then)."""
 
     receive: Receive
+    deadline: float = math.inf
+    """trio time by which the body must have arrived (``proxy.read-timeout``)."""
     started: bool = False
     done: bool = False
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         self.started = True
         while not self.done:
-            message = await self.receive()
+            with trio.move_on_at(self.deadline) as scope:
+                message = await self.receive()
+            if scope.cancelled_caught:
+                raise RequestBodyTimeout("reading the request body: i/o timeout (proxy.read-timeout)")
             if message["type"] == "http.disconnect":
                 raise ClientDisconnected("client disconnected while sending the request body")
             self.done = not message.get("more_body", False)

@@ -8,6 +8,7 @@ Run as ``python proxy_testapp.py PORT DB_PATH NAME``. Endpoints:
 * ``GET /big?n=BYTES`` -> ``n`` bytes of a repeating pattern, written 64 KiB at a time
 * ``GET /stream`` -> chunked answer: ``first``, then after ``/stream-release`` was called, ``second``
 * ``POST /slow`` -> answers after 60 s (for requests that get cut off)
+* ``GET /slow-count`` -> ``{"count"}``: how many ``/slow`` requests have arrived (tests wait on it)
 * anything else -> ``{"method", "path", "query", "headers", "node"}``
 """
 
@@ -26,6 +27,7 @@ DB = sys.argv[2]
 NAME = sys.argv[3]
 PATTERN = bytes(range(256)) * 256  # 64 KiB
 release = threading.Event()
+slow_count = 0
 
 
 def connect(readonly: bool) -> sqlite3.Connection:
@@ -128,6 +130,8 @@ class Handler(BaseHTTPRequestHandler):
                 if wait:
                     release.wait(20)
             self.wfile.write(b"0\r\n\r\n")
+        elif path == "/slow-count":
+            self.send_json(200, {"count": slow_count})
         elif path == "/stream-release":
             release.set()
             self.send_json(200, {"released": True})
@@ -153,7 +157,9 @@ class Handler(BaseHTTPRequestHandler):
                 length += len(piece)
             self.send_json(200, {"length": length, "sha256": digest.hexdigest()})
         elif path == "/slow":
+            global slow_count
             b"".join(self.read_body())
+            slow_count += 1
             time.sleep(60)
             self.send_json(200, {"slow": True})
         else:

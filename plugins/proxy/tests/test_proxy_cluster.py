@@ -1,8 +1,9 @@
-"""Writes on replicas: forwarded to the primary's proxy, or answered with ``fly-replay`` on Fly.io.
+"""Three real nodes (a static primary and two replicas that replicate from it), each with its
+proxy and a real app writing to the mounted database.
 
-Replication between nodes does not exist yet, so replicas run with ``skip-sync: true`` (they would
-never become ready) and their databases stay empty; the read-your-writes test on a replica is an
-expected failure until replication lands.
+Writes on a replica are forwarded to the primary's proxy (or answered with ``fly-replay`` on Fly.io),
+and the cookie they bring back makes the next read on that replica wait until the write has been
+replicated there (read-your-writes), on either replica.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import re
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -25,41 +26,66 @@ from litefs.testing import LiteFSNode, free_port
 pytestmark = [pytest.mark.fuse, pytest.mark.cluster]
 
 COOKIE_RE = re.compile(r"^__txid=([0-9a-f]{16}); Path=/; Expires=.* GMT; HttpOnly$")
+PATTERNS = {"passthrough": ["/static/*"], "always_forward": ["/refresh", "*.export"]}
 
 
-def start_pair(root: Path, helpers: Any, stack: list[Any], **replica_env: str) -> SimpleNamespace:
-    """A primary and a replica, each with its proxy and app; everything started goes on ``stack``."""
-    pp, pa, rp, ra = free_port(), free_port(), free_port(), free_port()
-    primary = LiteFSNode(root, name="primary", config=helpers.proxy_section(pp, pa))
-    replica = LiteFSNode(
-        root,
-        name="replica",
-        candidate=False,
-        env=replica_env or None,
-        config={
-            "skip-sync": True,
-            "lease": {"hostname": "primary", "advertise-url": primary.url},
-            **helpers.proxy_section(rp, ra, forward_url=f"http://127.0.0.1:{pp}"),
-        },
-    )
+def wait_for(cond: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = cond()
+        except httpx.HTTPError:
+            value = None
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def start_cluster(
+    root: Path,
+    helpers: Any,
+    stack: list[Any],
+    replicas: int = 2,
+    replica_env: dict[str, str] | None = None,
+    **proxy: Any,
+) -> SimpleNamespace:
+    """A primary and ``replicas`` replicas, each with its proxy and app; everything goes on ``stack``.
+
+    The replicas find the primary's proxy through ``proxy.forward-url`` (a static lease carries no
+    ``proxy-url``): the first with a literal URL, the others with the ``{advertise-host}`` pattern.
+    """
+    pp, pa = free_port(), free_port()
+    primary = LiteFSNode(root, name="primary", config=helpers.proxy_section(pp, pa, **PATTERNS, **proxy))
     primary_app = helpers.App(pa, primary.path("app.db"), "primary")
-    replica_app = helpers.App(ra, replica.path("app.db"), "replica")
-    stack.extend([primary, replica, primary_app, replica_app])
+    stack.extend([primary, primary_app])
     primary.start()
-    replica.start()
     primary_app.start()
-    replica_app.start()
-    pair = SimpleNamespace(
-        primary=primary,
-        replica=replica,
-        primary_app=primary_app,
-        replica_app=replica_app,
-        primary_url=f"http://127.0.0.1:{pp}",
-        replica_url=f"http://127.0.0.1:{rp}",
+    nodes = []
+    for i in range(1, replicas + 1):
+        rp, ra = free_port(), free_port()
+        forward = f"http://127.0.0.1:{pp}" if i == 1 else f"http://{{advertise-host}}:{pp}"
+        node = LiteFSNode(
+            root,
+            name=f"replica{i}",
+            candidate=False,
+            env=replica_env,
+            config={
+                "lease": {"hostname": "primary", "advertise-url": primary.url, "reconnect-delay": "100ms"},
+                **helpers.proxy_section(rp, ra, forward_url=forward, **PATTERNS, **proxy),
+            },
+        )
+        app = helpers.App(ra, node.path("app.db"), f"replica{i}")
+        stack.extend([node, app])
+        node.start()
+        app.start()
+        nodes.append(SimpleNamespace(node=node, app=app, url=f"http://127.0.0.1:{rp}"))
+    cluster = SimpleNamespace(
+        primary=primary, primary_app=primary_app, primary_url=f"http://127.0.0.1:{pp}", replicas=nodes
     )
-    helpers.wait_http(pair.primary_url + "/litefs/health")
-    helpers.wait_http(pair.replica_url + "/litefs/health")
-    return pair
+    for url in [cluster.primary_url, *(r.url for r in nodes)]:
+        helpers.wait_http(url + "/litefs/health")
+    return cluster
 
 
 def stop_all(stack: list[Any]) -> None:
@@ -68,21 +94,62 @@ def stop_all(stack: list[Any]) -> None:
 
 
 @pytest.fixture(scope="module")
-def pair(tmp_path_factory: pytest.TempPathFactory, helpers: Any) -> Iterator[SimpleNamespace]:
+def trio_(tmp_path_factory: pytest.TempPathFactory, helpers: Any) -> Iterator[SimpleNamespace]:
+    """Primary + two replicas, ``max-lag: 3s`` (the health test stops the primary for a while)."""
     stack: list[Any] = []
     try:
-        yield start_pair(tmp_path_factory.mktemp("pair"), helpers, stack)
+        cluster = start_cluster(tmp_path_factory.mktemp("three"), helpers, stack, max_lag="3s")
+        # Create the table through the primary so every replica has the database.
+        assert httpx.post(cluster.primary_url + "/rows", content=b"seed").status_code == 201
+        yield cluster
     finally:
         stop_all(stack)
 
 
+@pytest.fixture(scope="module")
+def pair(trio_: SimpleNamespace) -> SimpleNamespace:
+    """The first replica of the module's cluster, in the shape the two-node tests used."""
+    replica = trio_.replicas[0]
+    return SimpleNamespace(
+        primary=trio_.primary,
+        primary_app=trio_.primary_app,
+        primary_url=trio_.primary_url,
+        replica=replica.node,
+        replica_app=replica.app,
+        replica_url=replica.url,
+    )
+
+
+@pytest.mark.parametrize("which", [0, 1])
+def test_write_on_either_replica_then_read_there_with_the_cookie_sees_it(
+    trio_: SimpleNamespace, which: int
+) -> None:
+    replica = trio_.replicas[which]
+    text = f"written through replica{which + 1}"
+    with httpx.Client(base_url=replica.url, timeout=30) as client:
+        r = client.post("/rows", content=text.encode())
+        assert r.status_code == 201 and r.headers["x-app"] == "inserted"
+        assert r.json()["node"] == "primary"  # the primary's app inserted it
+        match = COOKIE_RE.match(r.headers["set-cookie"])
+        assert match, r.headers.get("set-cookie")
+        cookie_txid = int(match.group(1), 16)
+        assert cookie_txid == int(trio_.primary.pos("app.db").split("/")[0], 16)
+        # The client keeps the cookie: the next read waits for replication, then the replica's own
+        # app reads the row from the replica's database.
+        r = client.get("/rows")
+        assert r.status_code == 200
+        assert r.json()["node"] == f"replica{which + 1}" and text in r.json()["rows"]
+        assert int(replica.node.pos("app.db").split("/")[0], 16) >= cookie_txid
+
+
 def test_write_on_a_replica_is_forwarded_to_the_primary_with_its_cookie(pair: SimpleNamespace) -> None:
+    before = httpx.get(pair.primary_app.url + "/rows").json()["rows"]
     r = httpx.post(pair.replica_url + "/rows?src=replica", content=b"via replica")
     assert r.status_code == 201 and r.headers["x-app"] == "inserted"
-    assert r.json() == {"id": 1, "node": "primary"}  # the primary's app answered
+    assert r.json() == {"id": len(before) + 1, "node": "primary"}  # the primary's app answered
     match = COOKIE_RE.match(r.headers["set-cookie"])
     assert match and int(match.group(1), 16) == int(pair.primary.pos("app.db").split("/")[0], 16)
-    assert httpx.get(pair.primary_app.url + "/rows").json()["rows"] == ["via replica"]
+    assert httpx.get(pair.primary_app.url + "/rows").json()["rows"] == [*before, "via replica"]
 
 
 def test_forwarded_request_keeps_method_query_headers_and_sets_x_forwarded(pair: SimpleNamespace) -> None:
@@ -114,18 +181,37 @@ def test_large_write_streams_through_both_proxies(pair: SimpleNamespace) -> None
     assert r.json() == {"length": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
-def test_read_on_the_replica_with_the_cookie_sees_the_forwarded_write(pair: SimpleNamespace) -> None:
-    with httpx.Client() as client:
-        r = client.post(pair.replica_url + "/rows", content=b"read your writes")
-        cookie = r.headers["set-cookie"].split(";")[0]
-        r = client.get(pair.replica_url + "/rows", headers={"Cookie": cookie})
-    assert r.status_code == 200 and "read your writes" in r.json()["rows"]
-
-
 def test_reads_on_the_replica_go_to_its_own_app(pair: SimpleNamespace) -> None:
     r = httpx.get(pair.replica_url + "/rows")
-    assert r.json()["node"] == "replica" and "set-cookie" not in r.headers
-    assert httpx.get(pair.replica_url + "/litefs/health").status_code == 200  # lag 0 before any sync
+    assert r.json()["node"] == "replica1" and "set-cookie" not in r.headers
+    assert "seed" in r.json()["rows"]  # replicated from the primary
+
+
+@pytest.mark.parametrize("which", [0, 1])
+def test_passthrough_and_always_forward_patterns_on_a_replica(trio_: SimpleNamespace, which: int) -> None:
+    replica = trio_.replicas[which]
+    # passthrough: straight to this replica's own app, whatever the method; no cookie.
+    r = httpx.post(replica.url + "/static/app.css", content=b"x")
+    assert (r.status_code, r.json()["node"], r.json()["method"]) == (200, f"replica{which + 1}", "POST")
+    assert "set-cookie" not in r.headers
+    # "/static/*" does not match "/static" itself (LiteFS's pattern rules): a POST there is a write.
+    r = httpx.post(replica.url + "/static", content=b"x")
+    assert r.json()["node"] == "primary" and "set-cookie" in r.headers
+    # always-forward: a GET treated as a write, forwarded to the primary, with the cookie.
+    for path in ("/refresh", "/reports/2026.export"):
+        r = httpx.get(replica.url + path)
+        assert (r.status_code, r.json()["node"], r.json()["path"]) == (200, "primary", path)
+        assert COOKIE_RE.match(r.headers["set-cookie"])
+    # Other reads stay on the replica.
+    r = httpx.get(replica.url + "/refreshments")
+    assert r.json()["node"] == f"replica{which + 1}" and "set-cookie" not in r.headers
+
+
+def test_patterns_on_the_primary(trio_: SimpleNamespace) -> None:
+    r = httpx.post(trio_.primary_url + "/static/x", content=b"x")
+    assert r.json()["node"] == "primary" and "set-cookie" not in r.headers  # passthrough: no cookie
+    r = httpx.get(trio_.primary_url + "/refresh")
+    assert r.json()["node"] == "primary" and COOKIE_RE.match(r.headers["set-cookie"])
 
 
 def test_a_forwarded_request_is_not_forwarded_again(pair: SimpleNamespace) -> None:
@@ -148,14 +234,20 @@ def test_a_forwarded_request_is_not_forwarded_again(pair: SimpleNamespace) -> No
 def test_fly_replay_on_a_replica_when_fly_app_name_is_set(tmp_path: Path, helpers: Any) -> None:
     stack: list[Any] = []
     try:
-        pair = start_pair(tmp_path, helpers, stack, FLY_APP_NAME="myapp")
-        r = httpx.post(pair.replica_url + "/rows", content=b"x")
+        cluster = start_cluster(tmp_path, helpers, stack, replicas=1, replica_env={"FLY_APP_NAME": "myapp"})
+        replica_url = cluster.replicas[0].url
+        r = httpx.post(replica_url + "/rows", content=b"x")
         assert (r.status_code, r.headers["fly-replay"], r.content) == (200, "instance=primary", b"")
         assert "set-cookie" not in r.headers
         # Neither app was called.
-        assert httpx.get(pair.primary_app.url + "/rows").json()["rows"] == []
-        # Writes on the primary itself go to its app as usual.
-        assert httpx.post(pair.primary_url + "/rows", content=b"y").status_code == 201
+        assert httpx.get(cluster.primary_app.url + "/rows").json()["rows"] == []
+        assert httpx.get(cluster.replicas[0].app.url + "/rows").json()["rows"] == []
+        # always-forward GETs are writes too: replayed.
+        r = httpx.get(replica_url + "/refresh")
+        assert (r.status_code, r.headers["fly-replay"], r.content) == (200, "instance=primary", b"")
+        # Reads stay on the replica, writes on the primary itself go to its app as usual.
+        assert httpx.get(replica_url + "/rows").json()["node"] == "replica1"
+        assert httpx.post(cluster.primary_url + "/rows", content=b"y").status_code == 201
     finally:
         stop_all(stack)
 
@@ -163,67 +255,62 @@ def test_fly_replay_on_a_replica_when_fly_app_name_is_set(tmp_path: Path, helper
 def test_primary_killed_mid_request_gives_a_clear_error(tmp_path: Path, helpers: Any) -> None:
     stack: list[Any] = []
     try:
-        pair = start_pair(tmp_path, helpers, stack)
+        cluster = start_cluster(tmp_path, helpers, stack, replicas=1)
+        replica_url = cluster.replicas[0].url
         result: dict[str, Any] = {}
 
         def slow_write() -> None:
             try:
-                result["r"] = httpx.post(pair.replica_url + "/slow", content=b"x", timeout=30)
+                result["r"] = httpx.post(replica_url + "/slow", content=b"x", timeout=30)
             except httpx.HTTPError as exc:
                 result["error"] = exc
 
         writer = threading.Thread(target=slow_write)
         writer.start()
-        time.sleep(0.5)  # the request now waits in the primary's app
+        # The forwarded request is now waiting in the primary's app.
+        wait_for(
+            lambda: httpx.get(cluster.primary_app.url + "/slow-count").json()["count"] == 1, "slow request"
+        )
         started = time.monotonic()
-        pair.primary.kill()
+        cluster.primary.kill()
         writer.join(15)
         assert not writer.is_alive(), "the request hung after the primary died"
         assert time.monotonic() - started < 10
         r = result.get("r")
         assert r is not None, result
+        # 502 with a body naming the primary, its proxy URL and what went wrong.
         assert r.status_code == 502 and r.text.startswith("Proxy error: primary primary http://127.0.0.1:")
-        # The primary is gone: new writes fail fast with the same clear error (after the retries).
-        r = httpx.post(pair.replica_url + "/rows", content=b"x", timeout=30)
+        assert "Server disconnected without sending a response" in r.text
+        # The primary is gone: new writes fail with the same clear error (after the retries).
+        r = httpx.post(replica_url + "/rows", content=b"x", timeout=30)
         assert r.status_code == 502 and "ConnectError" in r.text
+        # Reads keep working on the replica, from its own copy of the data.
+        r = httpx.get(replica_url + "/rows")
+        assert r.status_code == 200 and r.json()["node"] == "replica1"
     finally:
         stop_all(stack)
 
 
-def test_health_check_fails_on_a_replica_that_lost_its_primary(tmp_path: Path, helpers: Any) -> None:
-    pp, pa, rp, ra = free_port(), free_port(), free_port(), free_port()
-    primary = LiteFSNode(tmp_path, name="primary", config=helpers.proxy_section(pp, pa))
-    replica = LiteFSNode(
-        tmp_path,
-        name="replica",
-        candidate=False,
-        config={
-            "lease": {"hostname": "primary", "advertise-url": primary.url},
-            **helpers.proxy_section(rp, ra, max_lag="1s"),
-        },
-    )
-    replica_app = helpers.App(ra, replica.path("app.db"), "replica")
-    stack: list[Any] = [primary, replica, replica_app]
+def test_health_check_above_and_below_max_lag_on_both_replicas(trio_: SimpleNamespace) -> None:
+    """Last test on the module's cluster: it freezes the primary for a few seconds."""
+    healths = [r.url + "/litefs/health" for r in trio_.replicas]
+    for health in healths:
+        r = httpx.get(health)
+        assert (r.status_code, r.text) == (200, "OK\n")  # heartbeats every second, max-lag 3 s
+    assert httpx.get(trio_.primary_url + "/litefs/health").status_code == 200  # lag 0 on the primary
+    proc = trio_.primary.proc
+    assert proc is not None
+    proc.send_signal(signal.SIGSTOP)  # no more heartbeats: the replicas' lag grows past max-lag
     try:
-        primary.start()
-        replica.start()  # ready once caught up: heartbeats arrive every second
-        replica_app.start()
-        health = f"http://127.0.0.1:{rp}/litefs/health"
-        helpers.wait_http(health)
-        assert (httpx.get(health).status_code, httpx.get(health).text) == (200, "OK\n")
-        assert primary.proc is not None
-        primary.proc.send_signal(signal.SIGSTOP)  # no more heartbeats: the replica's lag grows
-        try:
-            deadline = time.monotonic() + 10
-            while httpx.get(health).status_code == 200 and time.monotonic() < deadline:
-                time.sleep(0.05)
+        for health in healths:
+            wait_for(lambda h=health: httpx.get(h).status_code == 503, "lag above max-lag")
             r = httpx.get(health)
             assert (r.status_code, r.text) == (503, "Replication lag exceeded\n")
-        finally:
-            primary.proc.send_signal(signal.SIGCONT)
-        deadline = time.monotonic() + 10
-        while httpx.get(health).status_code != 200 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert httpx.get(health).status_code == 200  # heartbeats again: healthy again
     finally:
-        stop_all(stack)
+        proc.send_signal(signal.SIGCONT)
+    for health in healths:
+        wait_for(lambda h=health: httpx.get(h).status_code == 200, "heartbeats again")
+    # And the cluster works as before.
+    with httpx.Client(base_url=trio_.replicas[1].url, timeout=30) as client:
+        assert client.post("/rows", content=b"after the freeze").status_code == 201
+        assert "after the freeze" in client.get("/rows").json()["rows"]

@@ -20,6 +20,7 @@ from litefs_proxy import ProxyConfig, ProxyConfigError, advertised_proxy_url
 from litefs_proxy.app import ProxyApp, primary_proxy_url, target_base_url
 from litefs_proxy.cookies import parse_txid_cookie, txid_set_cookie
 from litefs_proxy.patterns import PathMatcher
+from litefs_proxy.server import Timeouts
 from litefs_proxy.upstream import Upstream, UpstreamError, new_client, open_upstream
 
 # --- patterns (LiteFS http_test.go cases first) ---------------------------------------------------
@@ -84,6 +85,24 @@ def test_defaults_are_litefs_defaults() -> None:
     c = ProxyConfig()
     assert (c.max_lag, c.primary_redirect_timeout, c.read_header_timeout, c.idle_timeout) == (10, 5, 10, 30)
     assert (c.read_timeout, c.write_timeout, c.debug, c.forward_url) == (0, 0, False, "")
+
+
+@pytest.mark.parametrize(
+    ("read", "read_header", "idle", "header", "keep_alive"),
+    [
+        (0, 10, 30, 10, 30),  # LiteFS's defaults
+        (5, 0, 0, 5, 5),  # Go: ReadHeaderTimeout and IdleTimeout fall back to ReadTimeout
+        (5, 2, 0, 2, 5),
+        (0, 0, 0, 0, float("inf")),  # no timeouts at all
+    ],
+)
+def test_timeouts_fall_back_as_in_go(
+    read: float, read_header: float, idle: float, header: float, keep_alive: float
+) -> None:
+    t = Timeouts(read=read, read_header=read_header, write=0, idle=idle)
+    assert (t.header, t.keep_alive) == (header, keep_alive)
+    config = ProxyConfig(read_timeout=read, read_header_timeout=read_header, idle_timeout=idle)
+    assert Timeouts.from_config(config) == t
 
 
 @pytest.mark.parametrize(
