@@ -27,17 +27,20 @@ from dataclasses import dataclass, field
 from litefs.ltx import (
     EMPTY_DATABASE_CHECKSUM,
     FLAG_COMPRESS_LZ4,
+    TRAILER_SIZE,
     ChecksumTracker,
     Decoder,
     Encoder,
     Header,
     LTXError,
     Pos,
+    Trailer,
     database_checksum,
     format_filename,
     lock_pgno,
     page_checksum,
     parse_filename,
+    peek_header,
 )
 from litefs.sqlite.errors import SQLiteFormatError
 from litefs.sqlite.header import DATABASE_HEADER_SIZE, DatabaseHeader
@@ -121,6 +124,15 @@ def _fsync_dir(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _ltx_header_and_post(path: str) -> tuple[Header, int]:
+    """Header and post-apply checksum of an LTX file, without decoding its pages."""
+    with open(path, "rb") as f:
+        header = peek_header(f)
+        f.seek(-TRAILER_SIZE, os.SEEK_END)
+        trailer = Trailer.from_bytes(f.read(TRAILER_SIZE))
+    return header, trailer.post_apply_checksum
 
 
 def _pread_full(fd: int, size: int, offset: int) -> bytes:
@@ -810,16 +822,69 @@ class Database:
         else:
             self.tracker = None
 
-        # 7. Re-apply the newest LTX file and check the result.
+        # 7. Re-apply the newest LTX file and check the result. When the content is an older LTX
+        # file's state instead (un-fsynced WAL frames lost to a power cut while their LTX files
+        # survived), every LTX file past that state is re-applied in order.
         self.pos = Pos(0, 0)
         if last is not None and last_header is not None:
-            self._reapply(last[2], last_header)
+            chain = self._ltx_files_past_content(files)
+            for path, header in chain or [(last[2], last_header)]:
+                self._reapply(path, header)
         elif self.tracker is not None and self.page_count:
             log.warning("%s: database has no LTX files; the next commit will be a snapshot", self.name)
         # 4b. WAL transactions past the newest LTX file get their LTX files; the WAL is then removed.
         wal_recovery.finish()
         self._dirty.clear()
         self._db_synced = True
+
+    def _ltx_files_past_content(self, files: list[tuple[int, int, str]]) -> list[tuple[str, Header]] | None:
+        """The LTX files that lead from the database content to the newest file, oldest first.
+
+        None when the content already is the newest file's state (or its pre-apply state, the usual
+        case after a hot journal was rolled back), or when no LTX file's post-apply checksum matches
+        the content: then only the newest file is re-applied, which fails with LiteFS's message if
+        the content is inconsistent. Every file of the chain is verified completely before any page
+        of it is written.
+        """
+        if self.tracker is None or len(files) < 2:
+            return None
+        try:
+            content = self.tracker.checksum
+        except LTXError:
+            return None  # pages missing from the file: not any LTX file's state
+        chain: list[tuple[str, Header]] = []
+        for _, _, path in reversed(files):
+            try:
+                header, post = _ltx_header_and_post(path)
+            except (LTXError, OSError):
+                return None
+            if header.page_size != self.page_size or header.commit == 0:
+                return None
+            if post == content:
+                break
+            chain.append((path, header))
+        else:
+            return None
+        if len(chain) <= 1:
+            return None
+        chain.reverse()
+        for path, _ in chain:
+            try:
+                with open(path, "rb") as f:
+                    Decoder(f).verify()
+            except (LTXError, OSError) as exc:
+                raise RecoveryError(
+                    f"open database({self.name!r}): verify {os.path.basename(path)}: {exc}"
+                ) from exc
+        log.warning(
+            "%s: database content is the state after TXID %016x, behind the newest LTX file "
+            "(TXID %016x): re-applying %d LTX files",
+            self.name,
+            chain[0][1].min_txid - 1,
+            chain[-1][1].max_txid,
+            len(chain),
+        )
+        return chain
 
     def _reapply(self, path: str, header: Header) -> None:
         assert self.tracker is not None
