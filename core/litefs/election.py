@@ -71,6 +71,15 @@ class ElectionHost(Protocol):
         """This node does not hold the lease (``info`` = the primary, if known): refuse writes."""
         ...
 
+    async def recover(self, why: str) -> None:
+        """Bring every database's files back to its position (LiteFS ``Store.Recover``).
+
+        Called after every role change while the node accepts no writes: on becoming primary
+        (lease held and renewed, before :meth:`on_primary`) and after leaving the primary role
+        (after :meth:`on_not_primary`, before following the new primary).
+        """
+        ...
+
     async def follow(self, info: PrimaryInfo) -> str | None:
         """Replicate from the primary until the stream ends; return a handed-off lease ID, if any."""
         ...
@@ -201,11 +210,14 @@ class Election:
                 cluster_id = self.host.local_cluster_id() or self.host.new_cluster_id()
                 await self.leaser.set_cluster_id(cluster_id)
                 self.host.adopt_cluster_id(cluster_id)
-            self.host.on_primary(PrimaryInfo(self.leaser.hostname, self.leaser.advertise_url))
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._renew_loop, lease, nursery.cancel_scope)
                 nursery.start_soon(self._watch_deadline, nursery.cancel_scope)
                 nursery.start_soon(self._wait_demote, nursery.cancel_scope)
+                # Recovery may take a while on a large database: the lease is renewed meanwhile,
+                # and writes are accepted only once it is done.
+                await self.host.recover("becoming primary")
+                self.host.on_primary(PrimaryInfo(self.leaser.hostname, self.leaser.advertise_url))
             release = self._demote.is_set()
             if not release:
                 log.warning("primary lease lost; this node stopped accepting writes")
@@ -219,6 +231,8 @@ class Election:
                         await lease.close()
                     except LeaseError as exc:
                         log.warning("releasing the lease: %s", exc)
+        # Not reached when the node shuts down (cancelled): startup recovery handles that.
+        await self.host.recover("leaving the primary role")
         if self._demote.is_set():
             self._demote = trio.Event()
             if self._handed_off:

@@ -25,15 +25,18 @@ import trio
 
 from litefs.election import Election, ElectionSettings
 from litefs.events import PrimaryChangeEvent, TxEvent
-from litefs.fuse.locks import sqlite_lock
+from litefs.fuse.locks import LockTimeoutError, sqlite_lock
 from litefs.fuse.mount import MAX_TASKS, mount_options, prepare_mountpoint
 from litefs.fuse.ops import LiteFSOperations
 from litefs.http.app import create_app, make_route_registrar
 from litefs.http.server import port_of, serve_http
 from litefs.lease import LeaseError, NoPrimaryError, PrimaryInfo
 from litefs.replication.handoff import auto_promote
+from litefs.replication.mountlock import mount_lock, run_in_thread
 from litefs.replication.replica import ReplicaClient
-from litefs.store import RecoveryError, Store, StoreError
+from litefs.replication.walindex import is_wal_database, rewrite_shm, wal_apply_lock
+from litefs.sqlite.errors import SQLiteFormatError
+from litefs.store import Database, FileKind, RecoveryError, Store, StoreError
 from litefs.store.retention import run_retention
 from litefs.store.store import new_cluster_id
 
@@ -173,6 +176,46 @@ class Node:
             self.registry.hook.litefs_primary_changed(
                 node=self, event=PrimaryChangeEvent(is_primary, hostname)
             )
+
+    # -- recovery after a role change (LiteFS Store.Recover) -------------------------------------
+
+    async def recover_databases(self, why: str) -> None:
+        """Bring every database's files back to its position after a role change.
+
+        Rolls back a hot journal left by a writer whose transaction was cut off by the role change,
+        checkpoints the committed WAL frames into the database file and empties the WAL (frames
+        past the last commit are dropped), then checks the content against the position. Runs
+        while this node does not accept writes, with SQLite's locks taken through the mount (open
+        readers never see a half state); the file work runs in a worker thread.
+        """
+        if not self._mounted:
+            return  # the store was recovered when it opened and nothing has been written since
+        for db in self.store.dbs():
+            if not db.exists():
+                continue
+            try:
+                await self._recover_database(db)
+            except (LockTimeoutError, OSError, StoreError, SQLiteFormatError) as exc:
+                log.error("%s: recovery after %s failed: %s", db.name, why, exc)
+
+    async def _recover_database(self, db: Database) -> None:
+        mount_path = os.path.join(self.mount_dir, db.name)
+        if db.file_exists(FileKind.SHM) and is_wal_database(db.db_path):
+            # WAL readers hold SHARED for as long as they are open: the WAL locks stand in for
+            # EXCLUSIVE, and their WAL index must be rewritten (as for an apply on a replica).
+            async with wal_apply_lock(mount_path):
+                await run_in_thread(self.fs.invalidate_data_sync, db.name, FileKind.SHM)
+                result = await trio.to_thread.run_sync(db.recover_files, dict(db.wal.pages))
+                db.finish_recovery(result)
+                rewrite_shm(db)
+                await run_in_thread(self.fs.invalidate_db_sync, db.name)
+        else:
+            async with mount_lock(mount_path, exclusive=True):
+                result = await trio.to_thread.run_sync(db.recover_files, dict(db.wal.pages))
+                db.finish_recovery(result)
+                await run_in_thread(self.fs.invalidate_db_sync, db.name)
+        if result.actions:
+            log.info("%s: recovered after role change: %s", db.name, "; ".join(result.actions))
 
     # -- database operations that need the mount -----------------------------------------------
 
@@ -356,6 +399,9 @@ class _ElectionHost:
         node.replica.primary_info = info
         node.set_role(False, info.hostname if info is not None else "")
         node._role_known.set()
+
+    async def recover(self, why: str) -> None:
+        await self.node.recover_databases(why)
 
     async def follow(self, info: PrimaryInfo) -> str | None:
         await self.node._mounted_event.wait()  # applying takes SQLite's locks through the mount

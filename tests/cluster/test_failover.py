@@ -3,6 +3,7 @@ a candidate takes over, and the old primary rejoins as a replica and converges."
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import time
@@ -16,7 +17,7 @@ import pytest
 from litefs.testing import LiteFSNode
 from litefs.testing_services import ConsulAgent, EtcdCluster, ServiceUnavailable
 
-from .conftest import wait_until
+from .conftest import SQLConn, SQLError, wait_until
 
 pytestmark = pytest.mark.services
 
@@ -258,5 +259,95 @@ def test_api_v1_on_the_primary_lists_replicas_with_their_positions(tmp_path: Pat
         assert b.get("/primary").text == "b\n"
         wait_until(lambda: a.get("/primary").text == "b\n", what="a to learn the new primary")
     finally:
+        for node in (a, b):
+            node.stop()
+
+
+def backing_wal_size(node: LiteFSNode) -> int:
+    try:
+        return os.path.getsize(os.path.join(node.data_dir, "dbs", "db", "wal"))
+    except FileNotFoundError:
+        return 0
+
+
+def wal_writer(node: LiteFSNode) -> SQLConn:
+    """A SQLite connection in WAL mode that never checkpoints: committed frames stay in the WAL."""
+    conn = SQLConn(node.path("db"), journal_mode="wal")
+    conn.execute("PRAGMA wal_autocheckpoint=0")
+    return conn
+
+
+def test_demoted_wal_primary_checkpoints_its_frames(tmp_path: Path, backend) -> None:
+    """After a handoff the old primary's WAL frames (all replicated) go into its database file: its
+    WAL is empty, the connection still open on it reads the new primary's writes."""
+    a = lease_node(tmp_path, "a", backend)
+    b = lease_node(tmp_path, "b", backend)
+    conn = None
+    try:
+        a.start()
+        wait_until(lambda: a.info()["isPrimary"], what="a to become primary")
+        b.start()
+        conn = wal_writer(a)
+        conn.execute("CREATE TABLE t (x)")
+        for i in range(5):
+            conn.execute("INSERT INTO t VALUES (?)", [i])
+        wait_until(lambda: b.pos("db") == a.pos("db"), what="b to catch up")
+        assert backing_wal_size(a) > 32
+
+        assert httpx.post(b.url + "/promote", timeout=30).status_code == 200
+        wait_until(lambda: "recovered after role change" in a.log(), what="a to recover")
+        assert "checkpointed" in a.log()
+        assert backing_wal_size(a) == 0
+        sql(b, "INSERT INTO t VALUES (5)")
+        wait_until(lambda: a.pos("db") == b.pos("db"), what="a to follow b")
+        assert conn.execute("SELECT group_concat(x) FROM t") == [["0,1,2,3,4,5"]]
+        with pytest.raises(SQLError):
+            conn.execute("INSERT INTO t VALUES (666)")
+        assert conn.execute("PRAGMA integrity_check") == [["ok"]]
+        assert "replica WAL holds frames" not in a.log()
+    finally:
+        if conn is not None:
+            conn.close()
+        for node in (a, b):
+            node.stop()
+
+
+def test_demoted_wal_primary_discards_frames_the_new_primary_lacks(tmp_path: Path, backend) -> None:
+    """The old primary committed transactions (in its WAL and LTX files) that never reached the new
+    primary: on demotion they are checkpointed locally, then the new primary's snapshot replaces them."""
+    ttl = backend[2]
+    a = lease_node(tmp_path, "a", backend)
+    b = lease_node(tmp_path, "b", backend)
+    conn = None
+    try:
+        a.start()
+        wait_until(lambda: a.info()["isPrimary"], what="a to become primary")
+        b.start()
+        conn = wal_writer(a)
+        conn.execute("CREATE TABLE t (x)")
+        conn.execute("INSERT INTO t VALUES (1)")
+        wait_until(lambda: b.pos("db") == a.pos("db"), what="b to catch up")
+        assert b.stop() == 0
+        for i in range(100, 104):  # b never gets these
+            conn.execute("INSERT INTO t VALUES (?)", [i])
+        assert a.proc is not None
+        a.proc.send_signal(signal.SIGSTOP)
+        try:
+            b.start(wait=False)
+            b.wait_ready(timeout=ttl * 3 + 15)
+            wait_until(lambda: b.info()["isPrimary"], timeout=ttl * 3 + 10, what="b to take over")
+            sql(b, "INSERT INTO t VALUES (2)")
+        finally:
+            a.proc.send_signal(signal.SIGCONT)
+        wait_until(lambda: a.pos("db") == b.pos("db"), timeout=ttl * 2 + 10, what="a to converge to b")
+        assert "checkpointed" in a.log()
+        assert "applied snapshot" in a.log()
+        assert backing_wal_size(a) == 0
+        assert conn.execute("SELECT group_concat(x) FROM t") == [["1,2"]]
+        assert conn.execute("PRAGMA integrity_check") == [["ok"]]
+        assert sql(a, "SELECT group_concat(x) FROM t") == "1,2"
+    finally:
+        if conn is not None:
+            conn.close()
         for node in (a, b):
             node.stop()

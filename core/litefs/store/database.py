@@ -103,6 +103,16 @@ class CommitResult:
 
 
 @dataclass
+class RoleRecovery:
+    """What :meth:`Database.recover_files` did (for the log) and found."""
+
+    actions: list[str] = field(default_factory=list)
+    wal_size: int = 0
+    #: (actual checksum, page checksums) when the content does not match the position.
+    mismatch: tuple[int, ChecksumTracker] | None = None
+
+
+@dataclass
 class _Dirty:
     """Pages written to the database file since the last commit."""
 
@@ -393,6 +403,10 @@ class Database:
             head = b""
         if not is_journal_header_valid(head):
             return None
+        if not self._writable():
+            # The lease was lost while SQLite was writing: the transaction must not commit here.
+            # The journal stays hot; the recovery that follows the role change rolls it back.
+            raise ReadOnlyError("read only replica")
         db_fd = self._db_fd_get()
         try:
             hdr = DatabaseHeader.parse(_pread_full(db_fd, DATABASE_HEADER_SIZE, 0))
@@ -924,6 +938,89 @@ class Database:
         self.pos = Pos(header.max_txid, trailer.post_apply_checksum)
         self.timestamp_ms = header.timestamp
 
+    # -- recovery on a role change (LiteFS Store.Recover) ------------------------------------------
+
+    def recover_files(self, wal_pages: dict[int, int]) -> RoleRecovery:
+        """Undo what an interrupted writer left and move committed WAL frames into the database file.
+
+        Runs in a worker thread while the caller holds SQLite's locks through the mount (no client
+        reads or writes) and the node is not accepting writes, so nothing else changes the files.
+        ``wal_pages`` is a copy of the committed WAL overlay (page -> WAL offset of its newest
+        committed frame). Only files change here; :meth:`finish_recovery` updates the in-memory state
+        on the node's thread. Then the content is checked against the position.
+        """
+        out = RoleRecovery()
+        if os.path.exists(self.journal_path) and os.path.exists(self.db_path):
+            with open(self.journal_path, "rb") as jf, open(self.db_path, "r+b") as df:
+                hot = rollback_journal(jf, df)
+                if hot:
+                    os.fsync(df.fileno())
+            if hot:
+                os.unlink(self.journal_path)
+                _fsync_dir(self.path)
+                out.actions.append("rolled back a hot journal")
+        wal_path = self.backing_path(FileKind.WAL)
+        header = self.wal.header
+        if wal_pages and header is not None and self.page_count:
+            # The committed frames are this node's position (each has its LTX file): checkpoint them,
+            # as SQLite would, so the database file alone holds the position's content.
+            ps = header.page_size
+            with open(wal_path, "rb") as wf, open(self.db_path, "r+b") as df:
+                for pgno in sorted(wal_pages):
+                    if pgno > self.page_count:
+                        continue
+                    wf.seek(wal_pages[pgno])
+                    data = wf.read(ps)
+                    if len(data) < ps:
+                        raise StoreError(f"{self.name}: WAL frame of page {pgno} is short")
+                    df.seek((pgno - 1) * ps)
+                    df.write(data)
+                df.truncate(self.page_count * ps)
+                df.flush()
+                os.fsync(df.fileno())
+            out.actions.append(f"checkpointed {len(wal_pages)} WAL pages")
+        try:
+            out.wal_size = os.path.getsize(wal_path)
+        except FileNotFoundError:
+            out.wal_size = 0
+        if self.pos.txid and self.page_size and self.page_count and os.path.exists(self.db_path):
+            try:
+                actual = database_checksum(self.db_path, self.page_size, self.page_count)
+            except LTXError as exc:
+                raise StoreError(f"{self.name}: verify after recovery: {exc}") from exc
+            if actual != self.pos.post_apply_checksum:
+                tracker = ChecksumTracker(self.page_size)
+                with open(self.db_path, "rb") as f:
+                    tracker.load_from_file(f, self.page_count)
+                out.mismatch = (actual, tracker)
+        return out
+
+    def finish_recovery(self, result: RoleRecovery) -> None:
+        """The node's-thread half of :meth:`recover_files` (still under the same locks)."""
+        if result.wal_size:
+            # Frames past the last commit belonged to a transaction that never committed: dropped
+            # with the rest. SQLite starts a new WAL generation at offset 0.
+            os.truncate(self.backing_path(FileKind.WAL), 0)
+            result.actions.append(f"emptied the WAL ({result.wal_size} bytes)")
+        self.wal.reset()
+        self.wal.unsynced.clear()
+        self._dirty.clear()
+        self.external_mtime_ns = time.time_ns()
+        if result.mismatch is not None:
+            actual, tracker = result.mismatch
+            # The content is what it is; the position now says so. A replica's position then
+            # differs from the primary's and it gets a snapshot; a primary's next LTX file chains
+            # from the real content.
+            log.error(
+                "%s: after recovery the database checksum is %016x, the position says %s: "
+                "taking the content's checksum",
+                self.name,
+                actual,
+                self.pos,
+            )
+            self.tracker = tracker
+            self.pos = Pos(self.pos.txid, actual)
+
     # -- info ----------------------------------------------------------------------------------
 
     def pos_text(self) -> bytes:
@@ -953,6 +1050,7 @@ __all__ = [
     "Database",
     "ReadOnlyError",
     "RecoveryError",
+    "RoleRecovery",
     "StoreError",
     "VerifyError",
 ]
