@@ -1,12 +1,14 @@
 """One ``litefs mount`` process: store + FUSE + HTTP API + lease + plugin services in one trio nursery.
 
 Startup order (LiteFS ``MountCommand.Run``): open the store (recovery of every database) -> serve HTTP
-(so the port is known) -> create the leaser and take the lease (static lease: primary when it is the
-candidate) -> mount FUSE -> start plugin services -> ready. SIGINT/SIGTERM unmount cleanly and exit 0;
-a commit that cannot be made durable stops the node with exit code 99 (LiteFS does the same).
+(so the port is known) -> start the election loop and wait (up to 10 s) for the role -> mount FUSE ->
+first catch-up with the primary -> auto-promotion (``lease.promote``) -> plugin services (proxy,
+exec) -> ready. SIGINT/SIGTERM unmount cleanly and exit 0; a commit that cannot be made durable stops
+the node with exit code 99 (LiteFS does the same). Shutdown stops the plugin services first, while
+the mount still answers, then the HTTP server, then FUSE.
 
-The election loop (lease renewal, demotion, replicas following a primary) comes later; it will run
-as one more task of the nursery and call :meth:`Node.set_role`.
+After every role change the election loop runs :meth:`Node.recover_databases` (LiteFS
+``Store.Recover``).
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ EXIT_FATAL = 99
 
 #: How long startup waits for the election to decide this node's role before mounting anyway.
 ROLE_WAIT_TIMEOUT = 10.0
+#: How long shutdown waits for plugin services (the app) to stop before unmounting anyway.
+SERVICE_STOP_TIMEOUT = 45.0
 #: How often a replica checks that the lease still names the primary it follows.
 LEASE_WATCH_INTERVAL = 1.0
 
@@ -283,6 +287,24 @@ class Node:
             log.error("service %s failed: %s", name, exc, exc_info=exc)
             self.request_shutdown(EXIT_ERROR)
 
+    async def _run_services(
+        self,
+        services: list[tuple[str, Callable[..., Any]]],
+        scope: trio.CancelScope,
+        done: trio.Event,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Start every plugin service in one nursery that shutdown can cancel on its own."""
+        try:
+            with scope:
+                async with trio.open_nursery() as services_nursery:
+                    for name, run in services:
+                        await services_nursery.start(self._run_service, name, run)
+                    task_status.started()
+                    await trio.sleep_forever()
+        finally:
+            done.set()
+
     def _backup_service(self) -> tuple[str, Callable[..., Any]] | None:
         """The uploader selected by ``backup.type`` (a plugin's registered backup type), if any."""
         if "backup" not in self.registry.sections:
@@ -338,6 +360,12 @@ class Node:
             else:
                 await nursery.start(self.replica.run)  # replicas: returns after the first catch-up
             log.info("mounted at %s", self.mount_dir)
+            if self.config.skip_sync:
+                nursery.start_soon(auto_promote, self)
+            else:
+                # LiteFS order: a node that promotes itself does so before the proxy and the app
+                # start, so the app never starts as a replica on a node about to become primary.
+                await auto_promote(self)
 
             services: list[tuple[str, Callable[..., Any]]] = []
             self.registry.hook.litefs_node_services(
@@ -346,12 +374,12 @@ class Node:
             backup = self._backup_service()
             if backup is not None:
                 services.append(backup)
-            for name, run in services:
-                await nursery.start(self._run_service, name, run)
+            services_scope = trio.CancelScope()
+            services_done = trio.Event()
+            await nursery.start(self._run_services, services, services_scope, services_done)
 
             self._ready.set()
             self.registry.hook.litefs_node_ready(node=self)
-            nursery.start_soon(auto_promote, self)
             log.info("node ready (primary=%s)", self.is_primary)
 
             await self._shutdown.wait()
@@ -359,6 +387,11 @@ class Node:
                 self.registry.hook.litefs_node_shutdown(node=self)
             except Exception:
                 log.exception("node shutdown hook failed")
+            # Services (the app) stop while the mount still answers: an app that flushes its
+            # database on SIGTERM must not hang on a FUSE loop that is gone.
+            services_scope.cancel()
+            with trio.move_on_after(SERVICE_STOP_TIMEOUT):
+                await services_done.wait()
             self._http_shutdown.set()
             pyfuse3.terminate()
             nursery.cancel_scope.cancel()  # the election releases the lease as it is cancelled

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -165,15 +166,24 @@ def test_handoff_and_promote_move_the_primary_at_once(tmp_path: Path, backend) -
 
 
 def test_auto_promotion(tmp_path: Path, backend) -> None:
+    """``lease.promote`` happens before plugin services start (LiteFS order): the app that exec
+    starts on the promoting node sees it as primary."""
+    seen = tmp_path / "app-saw"
     a = lease_node(tmp_path, "a", backend)
     b = lease_node(tmp_path, "b", backend)
     b.config["lease"]["promote"] = True
+    b.config["exec"] = (
+        f'{sys.executable} -c "import os, time; '
+        f"open('{seen}', 'w').write(os.environ['LITEFS_PRIMARY']); time.sleep(600)\""
+    )
     try:
         a.start()
         wait_until(lambda: a.info()["isPrimary"], what="a to become primary")
         b.start()
         wait_until(lambda: b.info()["isPrimary"], timeout=15, what="b to promote itself")
         assert not a.info()["isPrimary"]
+        wait_until(seen.exists, what="the app to start")
+        assert seen.read_text() == "1"
     finally:
         for node in (a, b):
             node.stop()
