@@ -106,6 +106,7 @@ class Election:
         self._demote = trio.Event()
         self._handed_off = False
         self._handoff_lease_id: str | None = None
+        self._wake = trio.Event()
 
     # -- queries and requests ----------------------------------------------------------------
 
@@ -116,6 +117,10 @@ class Election:
     def writable(self) -> bool:
         """True while this node holds a lease that cannot have expired yet."""
         return self.lease is not None and self._clock() < self.deadline
+
+    def wake(self) -> None:
+        """The lease changed (a backend's watch): end the current retry pause now."""
+        self._wake.set()
 
     def demote(self) -> None:
         """Give the lease up (if held) and stay out of the election for ``demote-delay``."""
@@ -149,7 +154,9 @@ class Election:
                 log.warning("lease: %s", exc)
                 retry_now = False
             if not retry_now:
-                await trio.sleep(self.settings.reconnect_delay)
+                with trio.move_on_after(self.settings.reconnect_delay):
+                    await self._wake.wait()
+            self._wake = trio.Event()
 
     async def _round(self) -> bool:
         """One pass of the loop; True means "go round again at once" (lost a race)."""

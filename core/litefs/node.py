@@ -32,7 +32,7 @@ from litefs.fuse.mount import MAX_TASKS, mount_options, prepare_mountpoint
 from litefs.fuse.ops import LiteFSOperations
 from litefs.http.app import create_app, make_route_registrar
 from litefs.http.server import port_of, serve_http
-from litefs.lease import LeaseError, NoPrimaryError, PrimaryInfo
+from litefs.lease import LeaseError, NoPrimaryError, PrimaryInfo, WatchableLeaser
 from litefs.replication.handoff import auto_promote
 from litefs.replication.mountlock import mount_lock, run_in_thread
 from litefs.replication.replica import ReplicaClient
@@ -80,6 +80,8 @@ class Node:
         #: Live /stream connections on the primary, by replica node ID (``%016X``).
         self.streams: dict[str, Any] = {}
         self._role_known = trio.Event()
+        #: Set (then replaced) whenever the lease backend's watch reports a change.
+        self.lease_changed = trio.Event()
         self._mounted_event = trio.Event()
         self._api_url = ""
         self._ready = trio.Event()
@@ -287,6 +289,25 @@ class Node:
             log.error("service %s failed: %s", name, exc, exc_info=exc)
             self.request_shutdown(EXIT_ERROR)
 
+    async def _watch_primary(self, leaser: WatchableLeaser) -> None:
+        """Follow the backend's lease watch: wake the election and the replica's lease check."""
+        last: list[PrimaryInfo | None] = [None]
+
+        def changed(info: PrimaryInfo | None) -> None:
+            if info == last[0]:
+                return
+            last[0] = info
+            log.info("lease watch: primary is now %s", info.hostname if info is not None else "nobody")
+            self.lease_changed.set()
+            self.lease_changed = trio.Event()
+            if self.election is not None:
+                self.election.wake()
+
+        try:
+            await leaser.watch_primary(changed)
+        except Exception:  # the lease is still polled: a broken watch only costs latency
+            log.exception("lease watch failed; polling the lease only")
+
     async def _run_services(
         self,
         services: list[tuple[str, Callable[..., Any]]],
@@ -341,6 +362,8 @@ class Node:
             )
             self.store.lease_valid = self.election.writable
             self.replica.standalone = False
+            if isinstance(self.leaser, WatchableLeaser):
+                nursery.start_soon(self._watch_primary, self.leaser)
             nursery.start_soon(self.election.run)
             # Mount with the role known, so the root's mode (0777 primary, 0555 replica) that the
             # kernel caches is right from the start.
@@ -451,7 +474,8 @@ class _ElectionHost:
         leaser = self.node.leaser
         assert leaser is not None
         while True:
-            await trio.sleep(LEASE_WATCH_INTERVAL)
+            with trio.move_on_after(LEASE_WATCH_INTERVAL):
+                await self.node.lease_changed.wait()  # a backend with a watch wakes this at once
             try:
                 current = await leaser.primary_info()
             except NoPrimaryError:

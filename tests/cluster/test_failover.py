@@ -361,3 +361,30 @@ def test_demoted_wal_primary_discards_frames_the_new_primary_lacks(tmp_path: Pat
             conn.close()
         for node in (a, b):
             node.stop()
+
+
+def test_etcd_watch_tells_replicas_of_a_new_primary(tmp_path: Path, backend) -> None:
+    """With etcd the replicas watch the lease key: a handoff and a released lease reach a
+    non-candidate replica as watch events (in its log), and it follows the new primary."""
+    if backend[0] != "etcd":
+        pytest.skip("the lease watch is an etcd feature")
+    a = lease_node(tmp_path, "a", backend)
+    b = lease_node(tmp_path, "b", backend)
+    c = lease_node(tmp_path, "c", backend, candidate=False)
+    try:
+        start_in_sync(a, b)
+        c.start()
+        wait_until(lambda: c.pos("db") == a.pos("db"), what="c to catch up")
+        assert "lease watch: primary is now a" in c.log()
+
+        assert httpx.post(b.url + "/promote", timeout=30).status_code == 200
+        wait_until(lambda: "lease watch: primary is now b" in c.log(), what="c to see the handoff")
+        sql(b, "INSERT INTO t VALUES (2)")
+        wait_until(lambda: c.pos("db") == b.pos("db"), what="c to follow b")
+        assert read_primary(c) == "b"
+
+        assert b.stop() == 0  # releases the lease: the key is deleted
+        wait_until(lambda: "lease watch: primary is now nobody" in c.log(), what="c to see the release")
+    finally:
+        for node in (a, b, c):
+            node.stop()
