@@ -388,3 +388,40 @@ def test_etcd_watch_tells_replicas_of_a_new_primary(tmp_path: Path, backend) -> 
     finally:
         for node in (a, b, c):
             node.stop()
+
+
+def test_demoted_primary_rolls_back_a_hot_journal(tmp_path: Path, backend) -> None:
+    """A write transaction that spilled pages into the database file is cut off by a handoff: its
+    rollback is refused on the (now) replica, so the journal stays hot. Recovery after the role
+    change rolls it back, and the old primary then follows the new one with consistent data."""
+    a = lease_node(tmp_path, "a", backend)
+    b = lease_node(tmp_path, "b", backend)
+    writer = None
+    try:
+        start_in_sync(a, b)
+        writer = SQLConn(a.path("db"))
+        writer.execute("PRAGMA cache_size=5")  # spill to the database file mid-transaction
+        writer.execute("BEGIN")
+        for _ in range(40):
+            writer.execute("INSERT INTO t VALUES (randomblob(3000))")
+        journal = os.path.join(a.data_dir, "dbs", "db", "journal")
+        assert os.path.getsize(journal) > 0
+
+        assert httpx.post(b.url + "/promote", timeout=30).status_code == 200
+        try:
+            writer.execute("ROLLBACK")  # its writes back into the database file are refused now
+        except SQLError:
+            pass
+        writer.close()
+        writer = None
+        wait_until(lambda: "rolled back a hot journal" in a.log(), what="a to roll back the journal")
+        assert not os.path.exists(journal)
+        sql(b, "INSERT INTO t VALUES (2)")
+        wait_until(lambda: a.pos("db") == b.pos("db"), what="a to follow b")
+        assert sql(a, "SELECT group_concat(x) FROM t") == "1,2"
+        assert sql(a, "PRAGMA integrity_check") == "ok"
+    finally:
+        if writer is not None:
+            writer.close()
+        for node in (a, b):
+            node.stop()
