@@ -74,6 +74,15 @@ class ElectionHost(Protocol):
         """This node does not hold the lease (``info`` = the primary, if known): refuse writes."""
         ...
 
+    async def recover(self, why: str) -> None:
+        """Bring every database's files back to its position (LiteFS ``Store.Recover``).
+
+        Called after every role change while the node accepts no writes: on becoming primary
+        (lease held and renewed, before :meth:`on_primary`) and after leaving the primary role
+        (after :meth:`on_not_primary`, before following the new primary).
+        """
+        ...
+
     async def follow(self, info: PrimaryInfo) -> str | None:
         """Replicate from the primary until the stream ends; return a handed-off lease ID, if any."""
         ...
@@ -103,6 +112,7 @@ class Election:
         self._demote = trio.Event()
         self._handed_off = False
         self._handoff_lease_id: str | None = None
+        self._wake = trio.Event()
 
     # -- queries and requests ----------------------------------------------------------------
 
@@ -113,6 +123,10 @@ class Election:
     def writable(self) -> bool:
         """True while this node holds a lease that cannot have expired yet."""
         return self.lease is not None and self._clock() < self.deadline
+
+    def wake(self) -> None:
+        """The lease changed (a backend's watch): end the current retry pause now."""
+        self._wake.set()
 
     def demote(self) -> None:
         """Give the lease up (if held) and stay out of the election for ``demote-delay``."""
@@ -146,7 +160,9 @@ class Election:
                 log.warning("lease: %s", exc)
                 retry_now = False
             if not retry_now:
-                await trio.sleep(self.settings.reconnect_delay)
+                with trio.move_on_after(self.settings.reconnect_delay):
+                    await self._wake.wait()
+            self._wake = trio.Event()
 
     async def _round(self) -> bool:
         """One pass of the loop; True means "go round again at once" (lost a race)."""
@@ -207,11 +223,14 @@ class Election:
                 cluster_id = self.host.local_cluster_id() or self.host.new_cluster_id()
                 await self.leaser.set_cluster_id(cluster_id)
                 self.host.adopt_cluster_id(cluster_id)
-            self.host.on_primary(PrimaryInfo(self.leaser.hostname, self.leaser.advertise_url))
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._renew_loop, lease, nursery.cancel_scope)
                 nursery.start_soon(self._watch_deadline, nursery.cancel_scope)
                 nursery.start_soon(self._wait_demote, nursery.cancel_scope)
+                # Recovery may take a while on a large database: the lease is renewed meanwhile,
+                # and writes are accepted only once it is done.
+                await self.host.recover("becoming primary")
+                self.host.on_primary(PrimaryInfo(self.leaser.hostname, self.leaser.advertise_url))
             release = self._demote.is_set()
             if not release:
                 log.warning("primary lease lost; this node stopped accepting writes")
@@ -225,6 +244,8 @@ class Election:
                         await lease.close()
                     except LeaseError as exc:
                         log.warning("releasing the lease: %s", exc)
+        # Not reached when the node shuts down (cancelled): startup recovery handles that.
+        await self.host.recover("leaving the primary role")
         if self._demote.is_set():
             self._demote = trio.Event()
             if self._handed_off:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -124,6 +125,22 @@ class Leaser(Protocol):
     async def set_cluster_id(self, cluster_id: str) -> None: ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class WatchableLeaser(Protocol):
+    """Optional: a backend that can push lease changes (etcd's watch) instead of being polled.
+
+    When the leaser has this method the node runs it as a task for its whole life and, on every
+    change, stops following a primary the lease no longer names and ends the election loop's
+    retry pause at once. Polling stays in place as the fallback, so a watch that breaks only costs
+    latency.
+    """
+
+    async def watch_primary(self, on_change: Callable[[PrimaryInfo | None], None]) -> None:
+        """Run until cancelled: call ``on_change`` with the primary (None: nobody) now and on every
+        change of the lease value. Must handle its own errors and reconnect."""
+        ...
 
 
 log = logging.getLogger("litefs.lease")

@@ -1,12 +1,14 @@
 """One ``litefs mount`` process: store + FUSE + HTTP API + lease + plugin services in one trio nursery.
 
 Startup order (LiteFS ``MountCommand.Run``): open the store (recovery of every database) -> serve HTTP
-(so the port is known) -> create the leaser and take the lease (static lease: primary when it is the
-candidate) -> mount FUSE -> start plugin services -> ready. SIGINT/SIGTERM unmount cleanly and exit 0;
-a commit that cannot be made durable stops the node with exit code 99 (LiteFS does the same).
+(so the port is known) -> start the election loop and wait (up to 10 s) for the role -> mount FUSE ->
+first catch-up with the primary -> auto-promotion (``lease.promote``) -> plugin services (proxy,
+exec) -> ready. SIGINT/SIGTERM unmount cleanly and exit 0; a commit that cannot be made durable stops
+the node with exit code 99 (LiteFS does the same). Shutdown stops the plugin services first, while
+the mount still answers, then the HTTP server, then FUSE.
 
-The election loop (lease renewal, demotion, replicas following a primary) comes later; it will run
-as one more task of the nursery and call :meth:`Node.set_role`.
+After every role change the election loop runs :meth:`Node.recover_databases` (LiteFS
+``Store.Recover``).
 """
 
 from __future__ import annotations
@@ -25,16 +27,19 @@ import trio
 
 from litefs.election import Election, ElectionSettings
 from litefs.events import LeaseRenewEvent, LTXReapEvent, PrimaryChangeEvent, ReplicaPosition, TxEvent
-from litefs.fuse.locks import sqlite_lock
+from litefs.fuse.locks import LockTimeoutError, sqlite_lock
 from litefs.fuse.mount import MAX_TASKS, mount_options, prepare_mountpoint
 from litefs.fuse.ops import LiteFSOperations
 from litefs.http.app import create_app, make_route_registrar
 from litefs.http.server import port_of, serve_http
-from litefs.lease import LeaseError, NoPrimaryError, PrimaryInfo
+from litefs.lease import LeaseError, NoPrimaryError, PrimaryInfo, WatchableLeaser
 from litefs.ltx import Pos
 from litefs.replication.handoff import auto_promote
+from litefs.replication.mountlock import mount_lock, run_in_thread
 from litefs.replication.replica import ReplicaClient
-from litefs.store import RecoveryError, Store, StoreError
+from litefs.replication.walindex import is_wal_database, rewrite_shm, wal_apply_lock
+from litefs.sqlite.errors import SQLiteFormatError
+from litefs.store import Database, FileKind, RecoveryError, Store, StoreError
 from litefs.store.database import WriteStats
 from litefs.store.retention import run_retention
 from litefs.store.store import new_cluster_id
@@ -52,6 +57,8 @@ EXIT_FATAL = 99
 
 #: How long startup waits for the election to decide this node's role before mounting anyway.
 ROLE_WAIT_TIMEOUT = 10.0
+#: How long shutdown waits for plugin services (the app) to stop before unmounting anyway.
+SERVICE_STOP_TIMEOUT = 45.0
 #: How often a replica checks that the lease still names the primary it follows.
 LEASE_WATCH_INTERVAL = 1.0
 
@@ -75,6 +82,8 @@ class Node:
         #: Live /stream connections on the primary, by replica node ID (``%016X``).
         self.streams: dict[str, Any] = {}
         self._role_known = trio.Event()
+        #: Set (then replaced) whenever the lease backend's watch reports a change.
+        self.lease_changed = trio.Event()
         self._mounted_event = trio.Event()
         self._api_url = ""
         self._ready = trio.Event()
@@ -215,6 +224,46 @@ class Node:
                 node=self, event=PrimaryChangeEvent(is_primary, hostname)
             )
 
+    # -- recovery after a role change (LiteFS Store.Recover) -------------------------------------
+
+    async def recover_databases(self, why: str) -> None:
+        """Bring every database's files back to its position after a role change.
+
+        Rolls back a hot journal left by a writer whose transaction was cut off by the role change,
+        checkpoints the committed WAL frames into the database file and empties the WAL (frames
+        past the last commit are dropped), then checks the content against the position. Runs
+        while this node does not accept writes, with SQLite's locks taken through the mount (open
+        readers never see a half state); the file work runs in a worker thread.
+        """
+        if not self._mounted:
+            return  # the store was recovered when it opened and nothing has been written since
+        for db in self.store.dbs():
+            if not db.exists():
+                continue
+            try:
+                await self._recover_database(db)
+            except (LockTimeoutError, OSError, StoreError, SQLiteFormatError) as exc:
+                log.error("%s: recovery after %s failed: %s", db.name, why, exc)
+
+    async def _recover_database(self, db: Database) -> None:
+        mount_path = os.path.join(self.mount_dir, db.name)
+        if db.file_exists(FileKind.SHM) and is_wal_database(db.db_path):
+            # WAL readers hold SHARED for as long as they are open: the WAL locks stand in for
+            # EXCLUSIVE, and their WAL index must be rewritten (as for an apply on a replica).
+            async with wal_apply_lock(mount_path):
+                await run_in_thread(self.fs.invalidate_data_sync, db.name, FileKind.SHM)
+                result = await trio.to_thread.run_sync(db.recover_files, dict(db.wal.pages))
+                db.finish_recovery(result)
+                rewrite_shm(db)
+                await run_in_thread(self.fs.invalidate_db_sync, db.name)
+        else:
+            async with mount_lock(mount_path, exclusive=True):
+                result = await trio.to_thread.run_sync(db.recover_files, dict(db.wal.pages))
+                db.finish_recovery(result)
+                await run_in_thread(self.fs.invalidate_db_sync, db.name)
+        if result.actions:
+            log.info("%s: recovered after role change: %s", db.name, "; ".join(result.actions))
+
     # -- database operations that need the mount -----------------------------------------------
 
     async def import_database(self, name: str, src_path: str) -> None:
@@ -281,6 +330,43 @@ class Node:
             log.error("service %s failed: %s", name, exc, exc_info=exc)
             self.request_shutdown(EXIT_ERROR)
 
+    async def _watch_primary(self, leaser: WatchableLeaser) -> None:
+        """Follow the backend's lease watch: wake the election and the replica's lease check."""
+        last: list[PrimaryInfo | None] = [None]
+
+        def changed(info: PrimaryInfo | None) -> None:
+            if info == last[0]:
+                return
+            last[0] = info
+            log.info("lease watch: primary is now %s", info.hostname if info is not None else "nobody")
+            self.lease_changed.set()
+            self.lease_changed = trio.Event()
+            if self.election is not None:
+                self.election.wake()
+
+        try:
+            await leaser.watch_primary(changed)
+        except Exception:  # the lease is still polled: a broken watch only costs latency
+            log.exception("lease watch failed; polling the lease only")
+
+    async def _run_services(
+        self,
+        services: list[tuple[str, Callable[..., Any]]],
+        scope: trio.CancelScope,
+        done: trio.Event,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Start every plugin service in one nursery that shutdown can cancel on its own."""
+        try:
+            with scope:
+                async with trio.open_nursery() as services_nursery:
+                    for name, run in services:
+                        await services_nursery.start(self._run_service, name, run)
+                    task_status.started()
+                    await trio.sleep_forever()
+        finally:
+            done.set()
+
     def _backup_service(self) -> tuple[str, Callable[..., Any]] | None:
         """The uploader selected by ``backup.type`` (a plugin's registered backup type), if any."""
         if "backup" not in self.registry.sections:
@@ -318,6 +404,8 @@ class Node:
             )
             self.store.lease_valid = self.election.writable
             self.replica.standalone = False
+            if isinstance(self.leaser, WatchableLeaser):
+                nursery.start_soon(self._watch_primary, self.leaser)
             nursery.start_soon(self.election.run)
             # Mount with the role known, so the root's mode (0777 primary, 0555 replica) that the
             # kernel caches is right from the start.
@@ -337,6 +425,12 @@ class Node:
             else:
                 await nursery.start(self.replica.run)  # replicas: returns after the first catch-up
             log.info("mounted at %s", self.mount_dir)
+            if self.config.skip_sync:
+                nursery.start_soon(auto_promote, self)
+            else:
+                # LiteFS order: a node that promotes itself does so before the proxy and the app
+                # start, so the app never starts as a replica on a node about to become primary.
+                await auto_promote(self)
 
             services: list[tuple[str, Callable[..., Any]]] = []
             self.registry.hook.litefs_node_services(
@@ -346,12 +440,12 @@ class Node:
             if backup is not None:
                 services.append(backup)
                 self._backup_running = True
-            for name, run in services:
-                await nursery.start(self._run_service, name, run)
+            services_scope = trio.CancelScope()
+            services_done = trio.Event()
+            await nursery.start(self._run_services, services, services_scope, services_done)
 
             self._ready.set()
             self.registry.hook.litefs_node_ready(node=self)
-            nursery.start_soon(auto_promote, self)
             log.info("node ready (primary=%s)", self.is_primary)
 
             await self._shutdown.wait()
@@ -359,6 +453,11 @@ class Node:
                 self.registry.hook.litefs_node_shutdown(node=self)
             except Exception:
                 log.exception("node shutdown hook failed")
+            # Services (the app) stop while the mount still answers: an app that flushes its
+            # database on SIGTERM must not hang on a FUSE loop that is gone.
+            services_scope.cancel()
+            with trio.move_on_after(SERVICE_STOP_TIMEOUT):
+                await services_done.wait()
             self._http_shutdown.set()
             pyfuse3.terminate()
             nursery.cancel_scope.cancel()  # the election releases the lease as it is cancelled
@@ -400,6 +499,9 @@ class _ElectionHost:
         node.set_role(False, info.hostname if info is not None else "")
         node._role_known.set()
 
+    async def recover(self, why: str) -> None:
+        await self.node.recover_databases(why)
+
     async def follow(self, info: PrimaryInfo) -> str | None:
         await self.node._mounted_event.wait()  # applying takes SQLite's locks through the mount
         result: str | None = None
@@ -415,7 +517,8 @@ class _ElectionHost:
         leaser = self.node.leaser
         assert leaser is not None
         while True:
-            await trio.sleep(LEASE_WATCH_INTERVAL)
+            with trio.move_on_after(LEASE_WATCH_INTERVAL):
+                await self.node.lease_changed.wait()  # a backend with a watch wakes this at once
             try:
                 current = await leaser.primary_info()
             except NoPrimaryError:

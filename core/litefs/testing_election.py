@@ -47,6 +47,9 @@ class ProbeHost:
     def on_primary(self, info: PrimaryInfo) -> None:
         pass
 
+    async def recover(self, why: str) -> None:
+        pass
+
     def on_not_primary(self, info: PrimaryInfo | None) -> None:
         pass
 

@@ -3,8 +3,10 @@ a candidate takes over, and the old primary rejoins as a replica and converges."
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,7 +18,7 @@ import pytest
 from litefs.testing import LiteFSNode
 from litefs.testing_services import ConsulAgent, EtcdCluster, ServiceUnavailable
 
-from .conftest import wait_until
+from .conftest import SQLConn, SQLError, wait_until
 
 pytestmark = pytest.mark.services
 
@@ -164,15 +166,24 @@ def test_handoff_and_promote_move_the_primary_at_once(tmp_path: Path, backend) -
 
 
 def test_auto_promotion(tmp_path: Path, backend) -> None:
+    """``lease.promote`` happens before plugin services start (LiteFS order): the app that exec
+    starts on the promoting node sees it as primary."""
+    seen = tmp_path / "app-saw"
     a = lease_node(tmp_path, "a", backend)
     b = lease_node(tmp_path, "b", backend)
     b.config["lease"]["promote"] = True
+    b.config["exec"] = (
+        f'{sys.executable} -c "import os, time; '
+        f"open('{seen}', 'w').write(os.environ['LITEFS_PRIMARY']); time.sleep(600)\""
+    )
     try:
         a.start()
         wait_until(lambda: a.info()["isPrimary"], what="a to become primary")
         b.start()
         wait_until(lambda: b.info()["isPrimary"], timeout=15, what="b to promote itself")
         assert not a.info()["isPrimary"]
+        wait_until(seen.exists, what="the app to start")
+        assert seen.read_text() == "1"
     finally:
         for node in (a, b):
             node.stop()
@@ -258,5 +269,159 @@ def test_api_v1_on_the_primary_lists_replicas_with_their_positions(tmp_path: Pat
         assert b.get("/primary").text == "b\n"
         wait_until(lambda: a.get("/primary").text == "b\n", what="a to learn the new primary")
     finally:
+        for node in (a, b):
+            node.stop()
+
+
+def backing_wal_size(node: LiteFSNode) -> int:
+    try:
+        return os.path.getsize(os.path.join(node.data_dir, "dbs", "db", "wal"))
+    except FileNotFoundError:
+        return 0
+
+
+def wal_writer(node: LiteFSNode) -> SQLConn:
+    """A SQLite connection in WAL mode that never checkpoints: committed frames stay in the WAL."""
+    conn = SQLConn(node.path("db"), journal_mode="wal")
+    conn.execute("PRAGMA wal_autocheckpoint=0")
+    return conn
+
+
+def test_demoted_wal_primary_checkpoints_its_frames(tmp_path: Path, backend) -> None:
+    """After a handoff the old primary's WAL frames (all replicated) go into its database file: its
+    WAL is empty, the connection still open on it reads the new primary's writes."""
+    a = lease_node(tmp_path, "a", backend)
+    b = lease_node(tmp_path, "b", backend)
+    conn = None
+    try:
+        a.start()
+        wait_until(lambda: a.info()["isPrimary"], what="a to become primary")
+        b.start()
+        conn = wal_writer(a)
+        conn.execute("CREATE TABLE t (x)")
+        for i in range(5):
+            conn.execute("INSERT INTO t VALUES (?)", [i])
+        wait_until(lambda: b.pos("db") == a.pos("db"), what="b to catch up")
+        assert backing_wal_size(a) > 32
+
+        assert httpx.post(b.url + "/promote", timeout=30).status_code == 200
+        wait_until(lambda: "recovered after role change" in a.log(), what="a to recover")
+        assert "checkpointed" in a.log()
+        assert backing_wal_size(a) == 0
+        sql(b, "INSERT INTO t VALUES (5)")
+        wait_until(lambda: a.pos("db") == b.pos("db"), what="a to follow b")
+        assert conn.execute("SELECT group_concat(x) FROM t") == [["0,1,2,3,4,5"]]
+        with pytest.raises(SQLError):
+            conn.execute("INSERT INTO t VALUES (666)")
+        assert conn.execute("PRAGMA integrity_check") == [["ok"]]
+        assert "replica WAL holds frames" not in a.log()
+    finally:
+        if conn is not None:
+            conn.close()
+        for node in (a, b):
+            node.stop()
+
+
+def test_demoted_wal_primary_discards_frames_the_new_primary_lacks(tmp_path: Path, backend) -> None:
+    """The old primary committed transactions (in its WAL and LTX files) that never reached the new
+    primary: on demotion they are checkpointed locally, then the new primary's snapshot replaces them."""
+    ttl = backend[2]
+    a = lease_node(tmp_path, "a", backend)
+    b = lease_node(tmp_path, "b", backend)
+    conn = None
+    try:
+        a.start()
+        wait_until(lambda: a.info()["isPrimary"], what="a to become primary")
+        b.start()
+        conn = wal_writer(a)
+        conn.execute("CREATE TABLE t (x)")
+        conn.execute("INSERT INTO t VALUES (1)")
+        wait_until(lambda: b.pos("db") == a.pos("db"), what="b to catch up")
+        assert b.stop() == 0
+        for i in range(100, 104):  # b never gets these
+            conn.execute("INSERT INTO t VALUES (?)", [i])
+        assert a.proc is not None
+        a.proc.send_signal(signal.SIGSTOP)
+        try:
+            b.start(wait=False)
+            b.wait_ready(timeout=ttl * 3 + 15)
+            wait_until(lambda: b.info()["isPrimary"], timeout=ttl * 3 + 10, what="b to take over")
+            sql(b, "INSERT INTO t VALUES (2)")
+        finally:
+            a.proc.send_signal(signal.SIGCONT)
+        wait_until(lambda: a.pos("db") == b.pos("db"), timeout=ttl * 2 + 10, what="a to converge to b")
+        assert "checkpointed" in a.log()
+        assert "applied snapshot" in a.log()
+        assert backing_wal_size(a) == 0
+        assert conn.execute("SELECT group_concat(x) FROM t") == [["1,2"]]
+        assert conn.execute("PRAGMA integrity_check") == [["ok"]]
+        assert sql(a, "SELECT group_concat(x) FROM t") == "1,2"
+    finally:
+        if conn is not None:
+            conn.close()
+        for node in (a, b):
+            node.stop()
+
+
+def test_etcd_watch_tells_replicas_of_a_new_primary(tmp_path: Path, backend) -> None:
+    """With etcd the replicas watch the lease key: a handoff and a released lease reach a
+    non-candidate replica as watch events (in its log), and it follows the new primary."""
+    if backend[0] != "etcd":
+        pytest.skip("the lease watch is an etcd feature")
+    a = lease_node(tmp_path, "a", backend)
+    b = lease_node(tmp_path, "b", backend)
+    c = lease_node(tmp_path, "c", backend, candidate=False)
+    try:
+        start_in_sync(a, b)
+        c.start()
+        wait_until(lambda: c.pos("db") == a.pos("db"), what="c to catch up")
+        assert "lease watch: primary is now a" in c.log()
+
+        assert httpx.post(b.url + "/promote", timeout=30).status_code == 200
+        wait_until(lambda: "lease watch: primary is now b" in c.log(), what="c to see the handoff")
+        sql(b, "INSERT INTO t VALUES (2)")
+        wait_until(lambda: c.pos("db") == b.pos("db"), what="c to follow b")
+        assert read_primary(c) == "b"
+
+        assert b.stop() == 0  # releases the lease: the key is deleted
+        wait_until(lambda: "lease watch: primary is now nobody" in c.log(), what="c to see the release")
+    finally:
+        for node in (a, b, c):
+            node.stop()
+
+
+def test_demoted_primary_rolls_back_a_hot_journal(tmp_path: Path, backend) -> None:
+    """A write transaction that spilled pages into the database file is cut off by a handoff: its
+    rollback is refused on the (now) replica, so the journal stays hot. Recovery after the role
+    change rolls it back, and the old primary then follows the new one with consistent data."""
+    a = lease_node(tmp_path, "a", backend)
+    b = lease_node(tmp_path, "b", backend)
+    writer = None
+    try:
+        start_in_sync(a, b)
+        writer = SQLConn(a.path("db"))
+        writer.execute("PRAGMA cache_size=5")  # spill to the database file mid-transaction
+        writer.execute("BEGIN")
+        for _ in range(40):
+            writer.execute("INSERT INTO t VALUES (randomblob(3000))")
+        journal = os.path.join(a.data_dir, "dbs", "db", "journal")
+        assert os.path.getsize(journal) > 0
+
+        assert httpx.post(b.url + "/promote", timeout=30).status_code == 200
+        try:
+            writer.execute("ROLLBACK")  # its writes back into the database file are refused now
+        except SQLError:
+            pass
+        writer.close()
+        writer = None
+        wait_until(lambda: "rolled back a hot journal" in a.log(), what="a to roll back the journal")
+        assert not os.path.exists(journal)
+        sql(b, "INSERT INTO t VALUES (2)")
+        wait_until(lambda: a.pos("db") == b.pos("db"), what="a to follow b")
+        assert sql(a, "SELECT group_concat(x) FROM t") == "1,2"
+        assert sql(a, "PRAGMA integrity_check") == "ok"
+    finally:
+        if writer is not None:
+            writer.close()
         for node in (a, b):
             node.stop()

@@ -10,6 +10,7 @@ import time
 import pytest
 
 from litefs.ltx import Decoder
+from litefs.sqlite.wal import WALHeader, scan_wal_transactions
 from litefs.testing import LiteFSNode
 
 from .conftest import SQLConn, SQLError
@@ -177,3 +178,31 @@ def test_sigkill_during_wal_commits(tmp_path, sync: str) -> None:
         assert len(acknowledged) > 20
     finally:
         node.stop()
+
+
+@pytest.mark.parametrize("kept", [0, 4])
+def test_wal_frames_lost_but_ltx_files_kept(wal_node: LiteFSNode, connect, kept: int) -> None:
+    """Power loss under synchronous=NORMAL: the newest WAL frames never reached the disk, their LTX
+    files did. Startup re-applies every LTX file past the content (checked), nothing is lost."""
+    node = wal_node.start()
+    write_and_abandon(node, 10)
+    pos = node.pos("db")
+    node.kill()
+    path = wal_path(node)
+    with open(path, "rb") as f:
+        hdr = WALHeader.parse(f.read(32))
+        txns = scan_wal_transactions(f, header=hdr)
+    assert len(txns) == 11  # CREATE TABLE + 10 inserts
+    # Cut the WAL back to the end of an earlier commit frame (or to its header alone).
+    os.truncate(path, txns[kept - 1].end_offset if kept else 32)
+    names = node.ltx_files("db")
+    node.start()
+    assert node.pos("db") == pos
+    assert node.ltx_files("db") == names
+    assert "re-applying" in node.log()
+    c = connect(node.path("db"))
+    assert c.execute("SELECT count(*) FROM t") == [[10]]
+    assert c.execute("SELECT x FROM t ORDER BY rowid") == [[i] for i in range(10)]
+    assert_consistent(node, c)
+    c.execute("INSERT INTO t VALUES (10)")
+    assert node.pos("db").startswith(f"{int(pos[:16], 16) + 1:016x}/")

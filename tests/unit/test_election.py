@@ -104,6 +104,8 @@ class Host:
     def __init__(self, cluster_id: str = "") -> None:
         self.cluster_id = cluster_id
         self.roles: list[tuple[str, str]] = []
+        #: on_primary / on_not_primary / recover calls, in order.
+        self.events: list[str] = []
         self.followed: list[str] = []
         self.handoff: str | None = None
         self.follow_for = 5.0
@@ -119,9 +121,14 @@ class Host:
 
     def on_primary(self, info: PrimaryInfo) -> None:
         self.roles.append(("primary", info.hostname))
+        self.events.append("primary")
+
+    async def recover(self, why: str) -> None:
+        self.events.append(f"recover: {why}")
 
     def on_not_primary(self, info: PrimaryInfo | None) -> None:
         self.roles.append(("replica", info.hostname if info else ""))
+        self.events.append("replica")
 
     async def follow(self, info: PrimaryInfo) -> str | None:
         self.followed.append(info.hostname)
@@ -211,6 +218,31 @@ async def test_expired_lease_on_renew_demotes_at_once(autojump_clock, nursery) -
     assert not a.writable()
     assert host.roles[:2] == [("primary", "a"), ("replica", "")]
     assert host.followed == ["thief"]
+
+
+async def test_recovery_runs_on_every_role_change_while_writes_are_refused(autojump_clock, nursery) -> None:
+    """LiteFS Store.Recover: before accepting writes as primary, and after leaving the role."""
+    service, host = FakeLeaseService(), Host()
+    a = election(service, "a", host)
+    writable_during_recovery: list[bool] = []
+    original = host.recover
+
+    async def recover(why: str) -> None:
+        writable_during_recovery.append(a.writable() and host.events[-1:] == ["primary"])
+        await original(why)
+
+    host.recover = recover
+    nursery.start_soon(a.run)
+    await trio.sleep(1)
+    service.holder = FakeLeaser(service, "thief")  # the lease was lost server-side
+    await trio.sleep(TTL / 2 + 0.1)
+    assert host.events[:4] == [
+        "recover: becoming primary",
+        "primary",
+        "replica",
+        "recover: leaving the primary role",
+    ]
+    assert writable_during_recovery[:2] == [False, False]
 
 
 async def test_demote_releases_and_waits_demote_delay(autojump_clock, nursery) -> None:

@@ -28,17 +28,20 @@ from litefs.events import LOCAL_TX_KINDS
 from litefs.ltx import (
     EMPTY_DATABASE_CHECKSUM,
     FLAG_COMPRESS_LZ4,
+    TRAILER_SIZE,
     ChecksumTracker,
     Decoder,
     Encoder,
     Header,
     LTXError,
     Pos,
+    Trailer,
     database_checksum,
     format_filename,
     lock_pgno,
     page_checksum,
     parse_filename,
+    peek_header,
 )
 from litefs.sqlite.errors import SQLiteFormatError
 from litefs.sqlite.header import DATABASE_HEADER_SIZE, DatabaseHeader
@@ -153,6 +156,16 @@ class CommitResult:
 
 
 @dataclass
+class RoleRecovery:
+    """What :meth:`Database.recover_files` did (for the log) and found."""
+
+    actions: list[str] = field(default_factory=list)
+    wal_size: int = 0
+    #: (actual checksum, page checksums) when the content does not match the position.
+    mismatch: tuple[int, ChecksumTracker] | None = None
+
+
+@dataclass
 class _Dirty:
     """Pages written to the database file since the last commit."""
 
@@ -174,6 +187,15 @@ def _fsync_dir(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _ltx_header_and_post(path: str) -> tuple[Header, int]:
+    """Header and post-apply checksum of an LTX file, without decoding its pages."""
+    with open(path, "rb") as f:
+        header = peek_header(f)
+        f.seek(-TRAILER_SIZE, os.SEEK_END)
+        trailer = Trailer.from_bytes(f.read(TRAILER_SIZE))
+    return header, trailer.post_apply_checksum
 
 
 def _pread_full(fd: int, size: int, offset: int) -> bytes:
@@ -461,6 +483,10 @@ class Database:
             head = b""
         if not is_journal_header_valid(head):
             return None
+        if not self._writable():
+            # The lease was lost while SQLite was writing: the transaction must not commit here.
+            # The journal stays hot; the recovery that follows the role change rolls it back.
+            raise ReadOnlyError("read only replica")
         db_fd = self._db_fd_get()
         try:
             hdr = DatabaseHeader.parse(_pread_full(db_fd, DATABASE_HEADER_SIZE, 0))
@@ -894,16 +920,69 @@ class Database:
         else:
             self.tracker = None
 
-        # 7. Re-apply the newest LTX file and check the result.
+        # 7. Re-apply the newest LTX file and check the result. When the content is an older LTX
+        # file's state instead (un-fsynced WAL frames lost to a power cut while their LTX files
+        # survived), every LTX file past that state is re-applied in order.
         self.pos = Pos(0, 0)
         if last is not None and last_header is not None:
-            self._reapply(last[2], last_header)
+            chain = self._ltx_files_past_content(files)
+            for path, header in chain or [(last[2], last_header)]:
+                self._reapply(path, header)
         elif self.tracker is not None and self.page_count:
             log.warning("%s: database has no LTX files; the next commit will be a snapshot", self.name)
         # 4b. WAL transactions past the newest LTX file get their LTX files; the WAL is then removed.
         wal_recovery.finish()
         self._dirty.clear()
         self._db_synced = True
+
+    def _ltx_files_past_content(self, files: list[tuple[int, int, str]]) -> list[tuple[str, Header]] | None:
+        """The LTX files that lead from the database content to the newest file, oldest first.
+
+        None when the content already is the newest file's state (or its pre-apply state, the usual
+        case after a hot journal was rolled back), or when no LTX file's post-apply checksum matches
+        the content: then only the newest file is re-applied, which fails with LiteFS's message if
+        the content is inconsistent. Every file of the chain is verified completely before any page
+        of it is written.
+        """
+        if self.tracker is None or len(files) < 2:
+            return None
+        try:
+            content = self.tracker.checksum
+        except LTXError:
+            return None  # pages missing from the file: not any LTX file's state
+        chain: list[tuple[str, Header]] = []
+        for _, _, path in reversed(files):
+            try:
+                header, post = _ltx_header_and_post(path)
+            except (LTXError, OSError):
+                return None
+            if header.page_size != self.page_size or header.commit == 0:
+                return None
+            if post == content:
+                break
+            chain.append((path, header))
+        else:
+            return None
+        if len(chain) <= 1:
+            return None
+        chain.reverse()
+        for path, _ in chain:
+            try:
+                with open(path, "rb") as f:
+                    Decoder(f).verify()
+            except (LTXError, OSError) as exc:
+                raise RecoveryError(
+                    f"open database({self.name!r}): verify {os.path.basename(path)}: {exc}"
+                ) from exc
+        log.warning(
+            "%s: database content is the state after TXID %016x, behind the newest LTX file "
+            "(TXID %016x): re-applying %d LTX files",
+            self.name,
+            chain[0][1].min_txid - 1,
+            chain[-1][1].max_txid,
+            len(chain),
+        )
+        return chain
 
     def _reapply(self, path: str, header: Header) -> None:
         assert self.tracker is not None
@@ -943,6 +1022,97 @@ class Database:
         self.pos = Pos(header.max_txid, trailer.post_apply_checksum)
         self.timestamp_ms = header.timestamp
 
+    # -- recovery on a role change (LiteFS Store.Recover) ------------------------------------------
+
+    def recover_files(self, wal_pages: dict[int, int]) -> RoleRecovery:
+        """Undo what an interrupted writer left and move committed WAL frames into the database file.
+
+        Runs in a worker thread while the caller holds SQLite's locks through the mount (no client
+        reads or writes) and the node is not accepting writes, so nothing else changes the files.
+        ``wal_pages`` is a copy of the committed WAL overlay (page -> WAL offset of its newest
+        committed frame). Only files change here; :meth:`finish_recovery` updates the in-memory state
+        on the node's thread. When a file changed, the content is then checked against the position.
+        """
+        out = RoleRecovery()
+        if os.path.exists(self.journal_path) and os.path.exists(self.db_path):
+            with open(self.journal_path, "rb") as jf, open(self.db_path, "r+b") as df:
+                hot = rollback_journal(jf, df)
+                if hot:
+                    os.fsync(df.fileno())
+            if hot:
+                os.unlink(self.journal_path)
+                _fsync_dir(self.path)
+                out.actions.append("rolled back a hot journal")
+        wal_path = self.backing_path(FileKind.WAL)
+        header = self.wal.header
+        if wal_pages and header is not None and self.page_count:
+            # The committed frames are this node's position (each has its LTX file): checkpoint them,
+            # as SQLite would, so the database file alone holds the position's content.
+            ps = header.page_size
+            with open(wal_path, "rb") as wf, open(self.db_path, "r+b") as df:
+                for pgno in sorted(wal_pages):
+                    if pgno > self.page_count:
+                        continue
+                    wf.seek(wal_pages[pgno])
+                    data = wf.read(ps)
+                    if len(data) < ps:
+                        raise StoreError(f"{self.name}: WAL frame of page {pgno} is short")
+                    df.seek((pgno - 1) * ps)
+                    df.write(data)
+                df.truncate(self.page_count * ps)
+                df.flush()
+                os.fsync(df.fileno())
+            out.actions.append(f"checkpointed {len(wal_pages)} WAL pages")
+        try:
+            out.wal_size = os.path.getsize(wal_path)
+        except FileNotFoundError:
+            out.wal_size = 0
+        # Re-reading the whole database is only needed when recovery changed its file: otherwise the
+        # content is what the position already describes, and a handoff stays a matter of milliseconds.
+        if (
+            out.actions
+            and self.pos.txid
+            and self.page_size
+            and self.page_count
+            and os.path.exists(self.db_path)
+        ):
+            try:
+                actual = database_checksum(self.db_path, self.page_size, self.page_count)
+            except LTXError as exc:
+                raise StoreError(f"{self.name}: verify after recovery: {exc}") from exc
+            if actual != self.pos.post_apply_checksum:
+                tracker = ChecksumTracker(self.page_size)
+                with open(self.db_path, "rb") as f:
+                    tracker.load_from_file(f, self.page_count)
+                out.mismatch = (actual, tracker)
+        return out
+
+    def finish_recovery(self, result: RoleRecovery) -> None:
+        """The node's-thread half of :meth:`recover_files` (still under the same locks)."""
+        if result.wal_size:
+            # Frames past the last commit belonged to a transaction that never committed: dropped
+            # with the rest. SQLite starts a new WAL generation at offset 0.
+            os.truncate(self.backing_path(FileKind.WAL), 0)
+            result.actions.append(f"emptied the WAL ({result.wal_size} bytes)")
+        self.wal.reset()
+        self.wal.unsynced.clear()
+        self._dirty.clear()
+        self.external_mtime_ns = time.time_ns()
+        if result.mismatch is not None:
+            actual, tracker = result.mismatch
+            # The content is what it is; the position now says so. A replica's position then
+            # differs from the primary's and it gets a snapshot; a primary's next LTX file chains
+            # from the real content.
+            log.error(
+                "%s: after recovery the database checksum is %016x, the position says %s: "
+                "taking the content's checksum",
+                self.name,
+                actual,
+                self.pos,
+            )
+            self.tracker = tracker
+            self.pos = Pos(self.pos.txid, actual)
+
     # -- info ----------------------------------------------------------------------------------
 
     def pos_text(self) -> bytes:
@@ -972,6 +1142,7 @@ __all__ = [
     "Database",
     "ReadOnlyError",
     "RecoveryError",
+    "RoleRecovery",
     "StoreError",
     "VerifyError",
 ]

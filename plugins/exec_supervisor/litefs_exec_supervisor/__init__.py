@@ -12,7 +12,9 @@ What it does, as LiteFS v0.5.14 does:
   command and its exit code;
 * runs the last entry as the app, with stdin closed and stdout/stderr passed through;
 * SIGINT/SIGTERM to the node go to the app first; once it has exited the node shuts down and exits 0;
-* if the app exits by itself, the node shuts down and exits with the app's code.
+* if the app exits by itself, the node shuts down and exits with the app's code;
+* when the node stops for another reason (a fatal error, exit code 99) the app gets SIGTERM and
+  is waited for while the mount still answers; FUSE unmounts after it has exited.
 
 Beyond LiteFS, the commands get ``LITEFS_PRIMARY`` (``1``/``0``), ``LITEFS_MOUNT_DIR`` and
 ``LITEFS_API_URL`` in their environment.
@@ -163,7 +165,8 @@ class Supervisor:
     async def _stop(self, process: trio.Process) -> None:
         if process.returncode is not None:
             return
-        process.send_signal(signal.SIGTERM)
+        if not self._stopping:  # a forwarded signal is already on its way: do not send a second one
+            process.send_signal(signal.SIGTERM)
         with trio.move_on_after(APP_STOP_TIMEOUT):
             await process.wait()
             return

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -142,3 +144,48 @@ def test_signal_goes_to_the_app_first_then_the_node_exits_0(tmp_path: Path, sign
     finally:
         node.stop()
     assert trace.read_text().splitlines() == ["running", f"got {int(signum)}"]
+
+
+def test_fatal_error_stops_the_app_while_the_mount_still_answers(tmp_path: Path) -> None:
+    """A non-signal shutdown (a commit that cannot be made durable: exit 99) stops the app first;
+    the app's SIGTERM handler still reads through the mount, then FUSE unmounts."""
+    trace = tmp_path / "trace"
+    script = tmp_path / "app.py"
+    script.write_text(
+        "import os, signal, sys, time\n"
+        "def stop(signum, frame):\n"
+        "    with open(os.path.join(os.environ['LITEFS_MOUNT_DIR'], 'db-pos')) as f:\n"
+        "        pos = f.read().strip()\n"
+        "    open(sys.argv[1], 'a').write('stopped pos=%s\\n' % pos)\n"
+        "    sys.exit(0)\n"
+        "signal.signal(signal.SIGTERM, stop)\n"
+        "open(sys.argv[1], 'a').write('running\\n')\n"
+        "while True:\n"
+        "    time.sleep(0.05)\n"
+    )
+    node = LiteFSNode(tmp_path, config={"exec": f"{sys.executable} {script} {trace}"})
+    try:
+        node.start()
+        wait_for_file(trace, "running")
+        sqlite3(node, "CREATE TABLE t (x); INSERT INTO t VALUES (1)")
+        pos = node.pos("db")
+        ltx = node.ltx_dir("db")
+        os.rename(ltx, ltx + ".away")
+        Path(ltx).write_text("not a directory")  # the next LTX file cannot be written
+        with pytest.raises(subprocess.CalledProcessError):
+            sqlite3(node, "INSERT INTO t VALUES (2)")
+        assert node.wait_exit() == 99, node.log()
+    finally:
+        node.stop()
+    assert trace.read_text().splitlines() == ["running", f"stopped pos={pos}"]
+
+
+def sqlite3(node: LiteFSNode, statement: str) -> str:
+    out = subprocess.run(
+        ["sqlite3", "-cmd", ".timeout 5000", node.path("db"), statement],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    return out.stdout.strip()

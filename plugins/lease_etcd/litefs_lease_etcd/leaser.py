@@ -6,6 +6,8 @@
 * renew: ``/v3/lease/keepalive``; etcd answers an unknown (expired or revoked) lease with TTL 0,
   which becomes :class:`~litefs.lease.LeaseExpiredError`;
 * release: ``/v3/lease/revoke``, which deletes the key at once;
+* watch (:meth:`EtcdLeaser.watch_primary`): ``/v3/watch`` streamed with httpx, so replicas learn
+  of a new primary or a lost lease as soon as etcd records it instead of at their next poll;
 * the value is LiteFS's JSON ``{"hostname", "advertise-url"}``, the cluster ID is the plain key
   ``<key>/clusterid`` (no lease, so it outlives primaries).
 
@@ -20,6 +22,7 @@ import base64
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -40,6 +43,9 @@ log = logging.getLogger(__name__)
 REQUEST_TIMEOUT = 3.0
 #: Longest a clean release may take during shutdown, even inside a cancelled scope.
 RELEASE_TIMEOUT = 5.0
+#: Pause before re-establishing a broken watch (doubling up to the maximum while it keeps failing).
+WATCH_RETRY_MIN = 0.1
+WATCH_RETRY_MAX = 2.0
 
 
 class EtcdConfigError(LeaseError, ValueError):
@@ -146,6 +152,43 @@ class EtcdClient:
                 self._token = resp.json()["token"]
             headers["Authorization"] = self._token
         return await self._http.post(f"{endpoint}{path}", json=body, headers=headers)
+
+    async def stream(
+        self, path: str, body: dict[str, Any], on_message: Callable[[dict[str, Any]], None]
+    ) -> str:
+        """POST ``body`` to ``path`` on the current endpoint and call ``on_message`` with every JSON
+        message of the streamed answer, until the stream ends (returns why) or breaks (raises).
+
+        httpx reads a stream through a chain of async generators that do not close one another, so
+        leaving the ``async for`` early (``break``, ``return``, an exception of our own) would leave
+        inner generators suspended, and trio warns when they are garbage collected. The loop is
+        therefore only ever left by the stream ending or by a cancellation raised inside the chain:
+        to stop, the body cancels a scope of its own and skips what is still buffered; the next
+        read raises Cancelled inside the innermost generator, which unwinds and finishes them all.
+        """
+        endpoint = self.endpoints[self.current]
+        headers = {"Authorization": self._token} if self._token else {}
+        timeout = httpx.Timeout(self._timeout, read=None)  # a watch is idle until something changes
+        stopped: list[str] = []
+        with trio.CancelScope() as scope:
+            async with self._http.stream(
+                "POST", f"{endpoint}{path}", json=body, headers=headers, timeout=timeout
+            ) as resp:
+                if resp.status_code != 200:
+                    text = (await resp.aread()).decode(errors="replace").strip()[:200]
+                    raise EtcdRequestError(f"etcd {path} at {endpoint}: {text}", None, resp.status_code)
+                async for line in resp.aiter_lines():
+                    if scope.cancel_called or not line.strip():
+                        continue
+                    try:
+                        message = json.loads(line)
+                        if not isinstance(message, dict):
+                            raise ValueError("not a JSON object")
+                        on_message(message)
+                    except (ValueError, LeaseError) as exc:
+                        stopped.append(str(exc))
+                        scope.cancel()
+        return stopped[0] if stopped else "stream ended"
 
     def _rotate(self, failed: str) -> None:
         if self.endpoints[self.current] == failed:
@@ -363,6 +406,71 @@ class EtcdLeaser:
             raise LeaseError(
                 f"lease already initialized with different ID: {current!r} at {self.cluster_id_key}, not {cluster_id!r}"
             )
+
+    # -- watch -------------------------------------------------------------------------------
+
+    def _info_of(self, kv: dict[str, Any] | None) -> PrimaryInfo | None:
+        raw = _unb64(kv.get("value")) if kv else b""
+        if not raw:
+            return None
+        try:
+            value = json.loads(raw)
+            if not isinstance(value, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as exc:
+            log.warning("etcd key %s holds an unreadable primary value: %s", self.key, exc)
+            return None
+        return PrimaryInfo.from_json(value)
+
+    async def watch_primary(self, on_change: Callable[[PrimaryInfo | None], None]) -> None:
+        """Run until cancelled: report who is primary (None: nobody) now and at every change.
+
+        Reads the key and its revision, then follows ``/v3/watch`` from the next revision, so no
+        change between the two is missed. When the watch breaks (member killed, no leader,
+        compaction) the next endpoint is tried after a short pause, starting again with a read of
+        the key, which doubles as polling while no watch can be established.
+        """
+        key = _b64(self.key)
+        delay = WATCH_RETRY_MIN
+
+        def message(msg: dict[str, Any]) -> None:
+            nonlocal delay
+            error = msg.get("error")
+            if error is not None:
+                raise LeaseError(
+                    f"etcd watch error: {error.get('message', error) if isinstance(error, dict) else error}"
+                )
+            result = msg.get("result") or {}
+            if result.get("canceled"):
+                raise LeaseError(
+                    f"etcd canceled the watch: {result.get('cancel_reason') or 'no reason given'}"
+                )
+            if result.get("created"):
+                delay = WATCH_RETRY_MIN  # a working watch: the next failure retries quickly again
+            for event in result.get("events") or []:
+                on_change(None if event.get("type") == "DELETE" else self._info_of(event.get("kv")))
+
+        while True:
+            endpoint = self.client.endpoints[self.client.current]
+            try:
+                answer = await self.client.call("/v3/kv/range", {"key": key})
+                revision = int(answer["header"]["revision"])
+                kvs = answer.get("kvs") or []
+                on_change(self._info_of(kvs[0] if kvs else None))
+                body = {"create_request": {"key": key, "start_revision": str(revision + 1)}}
+                reason = await self.client.stream("/v3/watch", body, message)
+            except (LeaseError, httpx.HTTPError, KeyError, ValueError) as exc:
+                reason = f"{type(exc).__name__}: {exc}".rstrip(": ")
+            log.info(
+                "etcd: watch of %s at %s ended (%s); watching again in %.1fs",
+                self.key,
+                endpoint,
+                reason,
+                delay,
+            )
+            self.client._rotate(endpoint)
+            await trio.sleep(delay)
+            delay = min(delay * 2, WATCH_RETRY_MAX)
 
     async def close(self) -> None:
         await self.client.aclose()

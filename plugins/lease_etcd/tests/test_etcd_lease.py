@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import gc
 import json
 import time
 
@@ -12,7 +13,7 @@ import trio
 
 from litefs.lease import LeaseError, LeaseExpiredError, NoPrimaryError, PrimaryExistsError, PrimaryInfo
 from litefs.testing_services import EtcdCluster, free_port
-from litefs_lease_etcd import EtcdLeaser, EtcdUnavailableError
+from litefs_lease_etcd import EtcdClient, EtcdLeaser, EtcdUnavailableError
 
 pytestmark = pytest.mark.services
 
@@ -225,3 +226,107 @@ async def test_three_member_cluster_survives_a_killed_member(
     await lease_b.close()
     await a.close()
     await b.close()
+
+
+class ChangeLog:
+    """What ``watch_primary`` reported, as hostnames ("" for no primary), consecutive repeats dropped
+    (a watch that is re-established reports the current value again)."""
+
+    def __init__(self) -> None:
+        self.send, self.recv = trio.open_memory_channel[str](100)
+        self.last: str | None = None
+
+    def __call__(self, info: PrimaryInfo | None) -> None:
+        self.send.send_nowait(info.hostname if info is not None else "")
+
+    async def next(self) -> str:
+        with trio.fail_after(20):  # a hang guard only: the change is expected at once
+            while True:
+                value = await self.recv.receive()
+                if value != self.last:
+                    self.last = value
+                    return value
+
+
+def count_calls(node: EtcdLeaser) -> list[str]:
+    """Record the paths of every unary request the leaser's client makes."""
+    calls: list[str] = []
+    original = node.client.call
+
+    async def call(path: str, body: dict) -> dict:
+        calls.append(path)
+        return await original(path, body)
+
+    node.client.call = call  # type: ignore[method-assign]
+    return calls
+
+
+async def test_watch_reports_acquire_handoff_and_release_without_polling(
+    etcd_endpoints: list[str], lease_key: str
+) -> None:
+    watcher = leaser(etcd_endpoints, lease_key, "node-w")
+    a = leaser(etcd_endpoints, lease_key, "node-a")
+    b = leaser(etcd_endpoints, lease_key, "node-b")
+    calls = count_calls(watcher)
+    changes = ChangeLog()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watcher.watch_primary, changes)
+        assert await changes.next() == ""
+        lease = await a.acquire()
+        assert await changes.next() == "node-a"
+        await lease.handoff(node_id=7)
+        taken = await b.acquire_existing(lease.id)
+        assert await changes.next() == "node-b"
+        await taken.close()
+        assert await changes.next() == ""
+        # Everything after the first read of the key came through the watch stream, not polling.
+        assert calls == ["/v3/kv/range"]
+        nursery.cancel_scope.cancel()
+    for node in (watcher, a, b):
+        await node.close()
+    gc.collect()  # an unfinished httpx generator would warn (an error in this suite) now
+
+
+async def test_stream_stopped_early_leaves_no_unfinished_generator(
+    etcd_endpoints: list[str], lease_key: str
+) -> None:
+    client = EtcdClient(etcd_endpoints)
+    key = base64.b64encode(lease_key.encode()).decode()
+
+    def refuse(message: dict) -> None:
+        raise LeaseError("stop here")
+
+    reason = await client.stream("/v3/watch", {"create_request": {"key": key}}, refuse)
+    assert reason == "stop here"
+    await client.aclose()
+    gc.collect()
+
+
+@pytest.mark.slow
+async def test_watch_survives_a_killed_member(etcd_cluster: EtcdCluster, lease_key: str) -> None:
+    watcher = leaser(etcd_cluster.endpoints, lease_key, "node-w")
+    a = leaser(etcd_cluster.endpoints, lease_key, "node-a", ttl=5)
+    changes = ChangeLog()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watcher.watch_primary, changes)
+        assert await changes.next() == ""
+        lease = await a.acquire()
+        assert await changes.next() == "node-a"
+        # Kill the member the watch streams from (the leader when that is another one).
+        victim = next(
+            m
+            for m in etcd_cluster.members
+            if m.client_url == watcher.client.endpoints[watcher.client.current]
+        )
+        etcd_cluster.kill(victim)
+        await lease.close()
+        assert await changes.next() == ""
+        b = leaser([e for e in etcd_cluster.endpoints if e != victim.client_url], lease_key, "node-b")
+        lease_b = await b.acquire()
+        assert await changes.next() == "node-b"
+        assert watcher.client.endpoints[watcher.client.current] != victim.client_url
+        nursery.cancel_scope.cancel()
+    await lease_b.close()
+    for node in (watcher, a, b):
+        await node.close()
+    gc.collect()
