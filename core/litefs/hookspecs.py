@@ -13,6 +13,7 @@ Built-in plugins are found exactly the same way, so anything they do a third-par
 
 Plugins talk to the core only through this module and the small public objects it documents:
 :class:`litefs.events.TxEvent`, :class:`litefs.events.PrimaryChangeEvent`,
+:class:`litefs.events.HaltEvent`,
 :mod:`litefs.lease` (:class:`~litefs.lease.Leaser`, :class:`~litefs.lease.LeaseContext`, errors),
 :class:`litefs.config.Config` and :class:`NodeHandle` below.
 
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
     import click
 
     from litefs.config import Config
-    from litefs.events import PrimaryChangeEvent, TxEvent
+    from litefs.events import HaltEvent, PrimaryChangeEvent, TxEvent
     from litefs.lease import LeaseContext, Leaser, PrimaryInfo
 
 PROJECT = "litefs"
@@ -191,6 +192,16 @@ def litefs_tx_committed(node: NodeHandle, event: TxEvent) -> None:
 @hookspec
 def litefs_primary_changed(node: NodeHandle, event: PrimaryChangeEvent) -> None:
     """The node became primary, stopped being primary, or learnt of another primary."""
+
+
+@hookspec
+def litefs_halt_changed(node: NodeHandle, event: HaltEvent) -> None:
+    """A HALT lock was taken or released on this node (write forwarding, LiteFS §7).
+
+    On the primary: a replica's lock was granted, released or expired (``event.holder`` is that
+    replica's node ID). On a replica: this node took or gave up the primary's lock for
+    ``event.db``. Called on the trio thread; do no I/O here.
+    """
 
 
 @hookspec

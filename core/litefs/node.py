@@ -31,6 +31,7 @@ from litefs.fuse.ops import LiteFSOperations
 from litefs.http.app import create_app, make_route_registrar
 from litefs.http.server import port_of, serve_http
 from litefs.lease import LeaseError, NoPrimaryError, PrimaryInfo
+from litefs.replication.halt import PrimaryHalts, ReplicaHalts
 from litefs.replication.handoff import auto_promote
 from litefs.replication.replica import ReplicaClient
 from litefs.store import RecoveryError, Store, StoreError
@@ -82,6 +83,10 @@ class Node:
         self.plugin_rules: list[str] = []
         self.store.commit_listeners.append(self._tx_committed)
         self.replica = ReplicaClient(self)
+        #: HALT locks: held here for replicas (primary side), held on the primary (replica side).
+        self.primary_halts = PrimaryHalts(self)
+        self.replica_halts = ReplicaHalts(self)
+        self.fs.halts = self.replica_halts
         # `.lag` on a replica: milliseconds since the primary's last heartbeat or applied LTX.
         self.fs._lag_content = self.replica.lag_text  # type: ignore[method-assign]
 
@@ -290,6 +295,9 @@ class Node:
             self._mounted = True
             self._mounted_event.set()
             nursery.start_soon(self._fuse_main)
+            await nursery.start(self.fs.workers.run)
+            await nursery.start(self.primary_halts.run)
+            await nursery.start(self.replica_halts.run)
             if self.config.skip_sync:  # LiteFS: start services and exec without waiting for sync
                 nursery.start_soon(self.replica.run)
             else:
