@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import threading
+import time
 
 import httpx
 import pytest
 
-from .conftest import Cluster, SQLError, same_pos, wait_until
+from litefs.client import halt as client_halt
+
+from .conftest import Cluster, SQLConn, SQLError, same_pos, wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.fuse]
 
@@ -141,4 +146,180 @@ def test_halt_bad_requests(cluster: Cluster) -> None:
     assert (
         httpx.delete(primary.url + "/halt", params={"name": "db", "id": "7"}, headers=other).status_code
         == 200
+    )
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_halt_rollback(cluster: Cluster, mode: str) -> None:
+    """TestMultiNode_Halt/Rollback: a rolled-back transaction under HALT changes nothing anywhere."""
+    primary, replica, w = setup_pair(cluster, mode)
+    r = cluster.connect(replica.path("db"))
+    with client_halt(replica.path("db")):
+        r.execute("BEGIN")
+        r.execute("INSERT INTO t VALUES (200)")
+        r.execute("ROLLBACK")
+        assert r.execute("SELECT sum(x) FROM t") == [[100]]
+        r.execute("INSERT INTO t VALUES (300)")
+    wait_until(lambda: same_pos(primary, replica, "db"), what="positions converge")
+    assert w.execute("SELECT sum(x) FROM t") == [[400]]
+    assert r.execute("SELECT sum(x) FROM t") == [[400]]
+
+
+SPILL = (
+    "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 400) "
+    "INSERT INTO big SELECT randomblob(3000) FROM c"
+)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_halt_rollback_with_written_pages(cluster: Cluster, mode: str) -> None:
+    """TestMultiNode_Halt/RollbackWithWrittenWAL: a transaction big enough to spill pages (to the WAL,
+    or to the database file in rollback mode) is rolled back under HALT; the next one commits."""
+    primary, replica, w = setup_pair(cluster, mode)
+    w.execute("CREATE TABLE big (b)")
+    wait_until(lambda: same_pos(primary, replica, "db"), what="replica catch-up")
+    r = cluster.connect(replica.path("db"))
+    r.execute("PRAGMA cache_size = 10")
+    with client_halt(replica.path("db")):
+        r.execute("BEGIN")
+        r.execute(SPILL)
+        assert r.execute("SELECT count(*) FROM big") == [[400]]
+        r.execute("ROLLBACK")
+        assert r.execute("SELECT count(*) FROM big") == [[0]]
+        r.execute("INSERT INTO t VALUES (300)")
+    wait_until(lambda: same_pos(primary, replica, "db"), what="positions converge")
+    for conn in (w, r):
+        assert conn.execute("SELECT sum(x) FROM t") == [[400]]
+        assert conn.execute("SELECT count(*) FROM big") == [[0]]
+        assert conn.execute("PRAGMA integrity_check") == [["ok"]]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_halt_lost_while_replica_writes(cluster: Cluster, mode: str) -> None:
+    """The primary drops the lock (as when it expires) while the replica still writes: the replica's
+    commit fails cleanly, nothing is half-applied, and both nodes converge."""
+    primary, replica, w = setup_pair(cluster, mode)
+    r = cluster.connect(replica.path("db"))
+    lock = httpx.post(replica.url + "/api/v1/dbs/db/halt", timeout=30).json()
+    r.execute("INSERT INTO t VALUES (200)")
+    wait_until(lambda: same_pos(primary, replica, "db"), what="first forwarded commit")
+    replica_id = replica.get("/info").headers["Litefs-Id"]
+    resp = httpx.delete(
+        primary.url + "/halt", params={"name": "db", "id": str(lock["id"])}, headers={"Litefs-Id": replica_id}
+    )
+    assert resp.status_code == 200
+    before = replica.pos("db")
+    r.execute("BEGIN")
+    r.execute("INSERT INTO t VALUES (400)")
+    with pytest.raises(SQLError, match="disk I/O error|readonly"):
+        r.execute("COMMIT")
+    r.close()
+    assert replica.pos("db") == before
+    assert "primary refused transaction" in replica.log()
+    # The primary writes again; the replica follows and has nothing of the failed transaction.
+    w.execute("INSERT INTO t VALUES (1000)")
+    wait_until(lambda: same_pos(primary, replica, "db"), what="positions converge")
+    r2 = cluster.connect(replica.path("db"))
+    assert w.execute("SELECT sum(x) FROM t") == [[1300]]
+    assert r2.execute("SELECT sum(x) FROM t") == [[1300]]
+    assert r2.execute("PRAGMA integrity_check") == [["ok"]]
+    with pytest.raises(SQLError):
+        r2.execute("INSERT INTO t VALUES (1)")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_functional_both_nodes_write_under_halt(cluster: Cluster, mode: str) -> None:
+    """TestFunctional_OK: both nodes write under HALT every 100 ms for a while, retention 2 s."""
+    retention = {"data": {"retention": "2s", "retention-monitor-interval": "500ms"}}
+    primary = cluster.primary(config=retention)
+    w = cluster.connect(primary.path("db"), journal_mode=mode)
+    w.execute("CREATE TABLE t (node, n)")
+    replica = cluster.replica(config=retention)
+    wait_until(lambda: same_pos(primary, replica, "db"), what="replica catch-up")
+    errors: list[BaseException] = []
+    done: dict[str, int] = {}
+
+    def writer(node, label: str) -> None:
+        conn = SQLConn(node.path("db"))
+        try:
+            conn.execute("PRAGMA busy_timeout = 20000")
+            deadline = time.monotonic() + 10
+            n = 0
+            while time.monotonic() < deadline:
+                with client_halt(node.path("db")):
+                    conn.execute("INSERT INTO t VALUES (?, ?)", [label, n])
+                n += 1
+                time.sleep(0.1)
+            done[label] = n
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=writer, args=(n, n.name)) for n in (primary, replica)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    assert done["primary"] > 10 and done["replica"] > 10
+    wait_until(lambda: same_pos(primary, replica, "db"), what="positions converge")
+    r = cluster.connect(replica.path("db"))
+    total = done["primary"] + done["replica"]
+    for conn in (w, r):
+        assert conn.execute("SELECT count(*) FROM t") == [[total]]
+        assert conn.execute("SELECT count(*) FROM t WHERE node = 'replica'") == [[done["replica"]]]
+    assert primary.pos("db") == replica.pos("db")
+    # Page for page the same database (exports hold the committed pages, WAL frames included).
+    exports = [node.get("/export", params={"name": "db"}).content for node in (primary, replica)]
+    assert exports[0] == exports[1] and len(exports[0]) > 0
+    # Retention kept pruning while the transactions came from both nodes.
+    assert len(primary.ltx_files("db")) < total
+
+
+def test_litefs_run_with_halt_lock_on(cluster: Cluster, litefs_bin: str) -> None:
+    primary, replica, w = setup_pair(cluster, "delete")
+    db = replica.path("db")
+    out = subprocess.run(
+        [
+            litefs_bin,
+            "run",
+            "-with-halt-lock-on",
+            db,
+            "--",
+            "sh",
+            "-c",
+            f"readlink /proc/self/fd/3 && sqlite3 {db} 'INSERT INTO t VALUES (200)'",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().endswith("db-lock")
+    wait_until(lambda: same_pos(primary, replica, "db"), what="positions converge")
+    assert w.execute("SELECT sum(x) FROM t") == [[300]]
+    # Released when the command ended: the replica is read-only again.
+    wait_until(lambda: httpx.get(replica.url + "/metrics").status_code == 200, what="metrics")
+    failed = subprocess.run(["sqlite3", db, "INSERT INTO t VALUES (1)"], capture_output=True, text=True)
+    assert failed.returncode != 0
+
+    missing = subprocess.run(
+        [litefs_bin, "run", "-with-halt-lock-on", replica.path("nope"), "--", "true"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert missing.returncode == 1 and "database does not exist" in missing.stderr
+    plain = os.path.join(cluster.root, "plain.db")
+    open(plain, "wb").close()
+    notmount = subprocess.run(
+        [litefs_bin, "run", "-with-halt-lock-on", plain, "--", "true"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert notmount.returncode == 1
+    assert (
+        "lock file not available, are you sure" in notmount.stderr and "is a LiteFS mount?" in notmount.stderr
     )

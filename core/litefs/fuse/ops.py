@@ -627,6 +627,17 @@ class LiteFSOperations(pyfuse3.Operations):
                 if exc.errno not in (errno.ENOENT, errno.EBADF):
                     raise
 
+    def invalidate_attrs_sync(self, name: str, kind: FileKind) -> None:
+        """Drop the kernel's cached attributes of one file (its mode changes with a HALT lock)."""
+        ino = self._inodes.get((name, kind))
+        if ino is None:
+            return
+        try:
+            pyfuse3.invalidate_inode(ino, attr_only=True)
+        except OSError as exc:
+            if exc.errno != errno.ENOENT:
+                raise
+
     def invalidate_data_sync(self, name: str, kind: FileKind) -> None:
         """Drop the kernel's cached pages of one file of a database (mmaps fault them in again).
 

@@ -493,7 +493,7 @@ class ReplicaHalts:
         db.remote_halt = halt
         db.forward_ltx = lambda data: trio.from_thread.run(self._forward, db, halt, data)
         # The database's mode is 0666 while writable: let the kernel see it.
-        await run_in_thread(node.fs.invalidate_db_sync, db.name)
+        await run_in_thread(node.fs.invalidate_attrs_sync, db.name, FileKind.DATABASE)
         log.info("%s: holding halt lock %d at %s", db.name, lock.id, lock.pos)
         _fire(node, db.name, True, lock.id, node.node_id)
         return lock
@@ -575,7 +575,7 @@ class ReplicaHalts:
                 async with write_lock(node, db, HALT_ACQUIRE_TIMEOUT) as wal:
                     await recover_locked(node, db, wal)
             else:
-                await run_in_thread(node.fs.invalidate_db_sync, db.name)
+                await run_in_thread(node.fs.invalidate_attrs_sync, db.name, FileKind.DATABASE)
         except (LockTimeoutError, OSError, StoreError) as exc:
             log.error("%s: recovery after halt lock release failed: %s", db.name, exc)
         finally:
