@@ -30,8 +30,13 @@ def setup_pair(cluster: Cluster, mode: str) -> tuple:
     return primary, replica, w
 
 
-def count(conn, table: str = "t") -> int:
-    return conn.execute(f"SELECT count(*) FROM {table}")[0][0]
+def halt_gauge(node, db: str = "db") -> float:
+    """``litefs_halt_lock_active{db=...}`` from the node's /metrics (metrics plugin)."""
+    prefix = f'litefs_halt_lock_active{{db="{db}"}} '
+    for line in node.get("/metrics").text.splitlines():
+        if line.startswith(prefix):
+            return float(line[len(prefix) :])
+    raise AssertionError(f"no {prefix.strip()} sample on {node.name}")
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -46,12 +51,15 @@ def test_api_halt_write_on_replica(cluster: Cluster, mode: str) -> None:
     lock = resp.json()
     assert set(lock) == {"id", "pos", "expires"}
     assert lock["pos"]["TXID"] == replica.pos("db").split("/")[0]
+    # Both nodes report the lock: the primary holds it for the replica, the replica holds it.
+    assert halt_gauge(primary) == 1 and halt_gauge(replica) == 1
     r.execute("INSERT INTO t VALUES (200)")
     r.execute("INSERT INTO t VALUES (300)")
     resp = httpx.delete(replica.url + "/api/v1/dbs/db/halt", timeout=30)
     assert resp.status_code == 200, resp.text
 
     wait_until(lambda: same_pos(primary, replica, "db"), what="positions converge")
+    wait_until(lambda: halt_gauge(primary) == 0 and halt_gauge(replica) == 0, what="halt gauges back to 0")
     assert w.execute("SELECT sum(x) FROM t") == [[600]]
     assert r.execute("SELECT sum(x) FROM t") == [[600]]
     # Read-only again, and the primary writes again.

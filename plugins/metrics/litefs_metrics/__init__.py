@@ -41,7 +41,8 @@ Additions (issues 10 and 11):
 ``litefs_db_position_replica``         gauge      db, replica   replica: own TXID (replica = lease hostname);
                                                                 primary: per connected replica (**fed later**)
 ``litefs_db_replica_lag_seconds``      gauge      db, replica   primary, per connected replica (**fed later**)
-``litefs_halt_lock_active``            gauge      db            ``NodeHandle.halt_lock_active()`` (**0 for now**)
+``litefs_halt_lock_active``            gauge      db            1 while a HALT lock is held on this node
+                                                                (``litefs_halt_changed``)
 ``litefs_db_commit_latency_seconds``   histogram  db            local commits: hook time - LTX timestamp, i.e.
                                                                 LTX encode + fsync + rename (ms resolution)
 ``litefs_db_snapshot_count``           counter    db, direction sent / received (**fed later**)
@@ -191,6 +192,13 @@ def litefs_tx_committed(node: Any, event: Any) -> None:
     bundle = _bundle(node)
     if bundle is not None:
         bundle.state.record_tx(event)
+
+
+@hookimpl
+def litefs_halt_changed(node: Any, event: Any) -> None:
+    bundle = _bundle(node)
+    if bundle is not None:
+        bundle.state.record_halt(event.db, event.held)
 
 
 @hookimpl

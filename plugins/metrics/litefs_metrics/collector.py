@@ -105,6 +105,8 @@ class LiteFSCollector:
                 db.writes = {attr: int(getattr(st, attr, 0)) for _, attr, _ in WRITE_COUNTERS}
             if halt is not None:
                 db.halt = bool(halt(name))
+            if name in self.state.halts_active:
+                db.halt = True
             dbs.append(db)
         hostname = node.config.lease.hostname or f"{node.node_id:016X}"
         return NodeSnapshot(

@@ -103,6 +103,8 @@ class NodeMetrics:
         self.proxy_latency: dict[str, Histogram] = {kind: Histogram(PROXY_BUCKETS) for kind in PROXY_KINDS}
         self.replicas: dict[tuple[str, str], ReplicaView] = {}
         self.primary_position: dict[str, int] = {}
+        #: Databases with a HALT lock held on this node (``litefs_halt_changed``).
+        self.halts_active: set[str] = set()
 
     # -- fed by hooks that exist ---------------------------------------------------------------
 
@@ -131,6 +133,14 @@ class NodeMetrics:
         """The role or the known primary changed (``litefs_primary_changed``)."""
         with self._lock:
             self.primary_changes += 1
+
+    def record_halt(self, db: str, held: bool) -> None:
+        """A HALT lock was taken or released on this node (``litefs_halt_changed``)."""
+        with self._lock:
+            if held:
+                self.halts_active.add(db)
+            else:
+                self.halts_active.discard(db)
 
     # -- for hooks the core does not have yet ------------------------------------------------
 
