@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import threading
 import time
 
@@ -331,3 +332,29 @@ def test_litefs_run_with_halt_lock_on(cluster: Cluster, litefs_bin: str) -> None
     assert (
         "lock file not available, are you sure" in notmount.stderr and "is a LiteFS mount?" in notmount.stderr
     )
+
+
+def test_halt_released_when_holder_dies(cluster: Cluster) -> None:
+    """The kernel releases the lock file's handle of a killed process: the HALT goes with it."""
+    primary, replica, w = setup_pair(cluster, "delete")
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR); print('held', flush=True); time.sleep(600)",
+            replica.path("db-lock"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        assert halt_gauge(replica) == 1 and halt_gauge(primary) == 1
+    finally:
+        holder.kill()
+        holder.wait()
+        if holder.stdout is not None:
+            holder.stdout.close()
+    wait_until(lambda: halt_gauge(primary) == 0 and halt_gauge(replica) == 0, what="halt released")
+    w.execute("INSERT INTO t VALUES (200)")  # the primary's writers are free again
+    wait_until(lambda: same_pos(primary, replica, "db"), what="positions converge")
