@@ -358,3 +358,19 @@ def test_halt_released_when_holder_dies(cluster: Cluster) -> None:
     wait_until(lambda: halt_gauge(primary) == 0 and halt_gauge(replica) == 0, what="halt released")
     w.execute("INSERT INTO t VALUES (200)")  # the primary's writers are free again
     wait_until(lambda: same_pos(primary, replica, "db"), what="positions converge")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_halt_waits_for_the_replica_to_catch_up(cluster: Cluster, mode: str) -> None:
+    """The lock is taken right after a primary commit: the open of ``<db>-lock`` returns only once
+    the replica has applied it (the mount keeps serving that apply while the open waits)."""
+    primary, replica, w = setup_pair(cluster, mode)
+    r = cluster.connect(replica.path("db"))
+    for _ in range(5):
+        w.execute("INSERT INTO t VALUES (1)")
+        with client_halt(replica.path("db")):
+            assert replica.pos("db") == primary.pos("db")
+            r.execute("INSERT INTO t VALUES (1000)")
+    wait_until(lambda: same_pos(primary, replica, "db"), what="positions converge")
+    assert w.execute("SELECT sum(x) FROM t") == [[5105]]
+    assert r.execute("SELECT sum(x) FROM t") == [[5105]]

@@ -257,7 +257,7 @@ class PrimaryHalts:
             held = self.held.get(name)
             if held is None:
                 break
-            if held.lock.id == lock_id and held.holder == holder:
+            if held.lock.id == lock_id and held.holder == holder and held.lock.expires:
                 return held.lock  # a retried request: the same lock
             with trio.move_on_at(deadline):
                 await held.released.wait()
@@ -416,14 +416,24 @@ class ReplicaHalts:
             nursery = await stack.enter_async_context(trio.open_nursery())
             self._nursery = nursery
             task_status.started()
-            while True:
-                await trio.sleep(REPLICA_MONITOR_INTERVAL)
-                now = time.time()
-                for db in self.node.store.dbs():
-                    halt = db.remote_halt
-                    if isinstance(halt, RemoteHalt) and halt.lock.expires <= now:
-                        log.info("%s: halt lock %d expired", db.name, halt.lock.id)
-                        self.release_soon(db.name, halt.lock.id)
+            try:
+                while True:
+                    await trio.sleep(REPLICA_MONITOR_INTERVAL)
+                    now = time.time()
+                    for db in self.node.store.dbs():
+                        halt = db.remote_halt
+                        if isinstance(halt, RemoteHalt) and halt.lock.expires <= now:
+                            log.info("%s: halt lock %d expired", db.name, halt.lock.id)
+                            self.release_soon(db.name, halt.lock.id)
+            finally:
+                # Shutting down: free the primary's writers now rather than at expiry.
+                with trio.CancelScope(shield=True), trio.move_on_after(2.0):
+                    for db in self.node.store.dbs():
+                        halt = db.remote_halt
+                        if isinstance(halt, RemoteHalt):
+                            db.remote_halt = None
+                            db.forward_ltx = None
+                            await self._delete(halt)
 
     def holds(self, name: str) -> RemoteHalt | None:
         db = self.node.store.db(name)
