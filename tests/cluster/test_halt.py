@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
@@ -104,6 +105,14 @@ def test_lock_file_attributes(cluster: Cluster) -> None:
         assert "db-lock" not in os.listdir(node.mount_dir)
         with open(node.path("db-lock"), "rb") as f:
             assert f.read() == b""
+    # On the primary opening it for writing (even with O_TRUNC) is a no-op; writes are EIO (LiteFS).
+    fd = os.open(primary.path("db-lock"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    try:
+        with pytest.raises(OSError) as info:
+            os.write(fd, b"x")
+        assert info.value.errno == errno.EIO
+    finally:
+        os.close(fd)
 
 
 def test_halt_on_primary_is_noop(cluster: Cluster) -> None:

@@ -357,6 +357,8 @@ class LiteFSOperations(pyfuse3.Operations):
                     os.ftruncate(fd, size)
                 else:
                     os.truncate(db.backing_path(kind), size)
+            elif kind is FileKind.LOCK and size == 0:
+                pass  # open(<db>-lock, "w") truncates an always-empty file: allow it
             else:
                 raise pyfuse3.FUSEError(errno.EPERM)
         if (fields.update_atime or fields.update_mtime) and kind in (
