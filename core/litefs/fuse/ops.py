@@ -3,7 +3,10 @@
 Design rules (measured in fuse-perf.md):
 
 * Handlers run inline on the trio thread and never await, so one pyfuse3 worker task suffices
-  (``max_tasks=1``) and a request costs no thread hop.
+  (``max_tasks=1``) and a request costs no thread hop. Two exceptions, both for HALT locks (write
+  forwarding from a replica): opening ``<db>-lock`` for writing waits for the lock (with an extra
+  worker meanwhile, fuse/workers.py), and a commit under a HALT lock runs in a worker thread while
+  its LTX file goes to the primary.
 * Every handler is wrapped: OSError becomes its errno, store errors their LiteFS errno, anything else
   EIO plus a log line -- an escaping exception would kill the mount.
 * The kernel answers as much as possible from its caches: explicit (never 0) entry/attr timeouts,
