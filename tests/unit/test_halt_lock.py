@@ -42,3 +42,34 @@ def test_parse_lock_id() -> None:
 def test_invalid_lock_document() -> None:
     with pytest.raises(HaltError, match="invalid halt lock document"):
         HaltLock.from_json({"id": 1})
+
+
+def test_primary_drops_expired_locks() -> None:
+    """The primary's monitor drops a lock once its expiry time passed (and tells plugins)."""
+    import time
+    from types import SimpleNamespace
+
+    import trio
+
+    from litefs.replication.halt import PrimaryHalts, _Held
+
+    events: list = []
+    hook = SimpleNamespace(litefs_halt_changed=lambda node, event: events.append(event))
+    node = SimpleNamespace(is_primary=True, registry=SimpleNamespace(hook=hook))
+
+    async def main() -> None:
+        halts = PrimaryHalts(node)  # type: ignore[arg-type]
+        now = time.time()
+        old = _Held("a", HaltLock(1, Pos(1, 1), now - 1), holder=5)
+        fresh = _Held("b", HaltLock(2, Pos(1, 1), now + 30), holder=5)
+        pending = _Held("c", HaltLock(3, Pos(1, 1), 0.0), holder=5)  # still being acquired
+        halts.held.update(a=old, b=fresh, c=pending)
+        halts.expire(now)
+        assert set(halts.held) == {"b", "c"}
+        assert old.released.is_set() and not fresh.released.is_set()
+        node.is_primary = False  # demoted: every granted lock goes
+        halts.expire(now)
+        assert set(halts.held) == {"c"}
+
+    trio.run(main)
+    assert [(e.db, e.held, e.lock_id, e.holder) for e in events] == [("a", False, 1, 5), ("b", False, 2, 5)]
