@@ -44,6 +44,8 @@ def halt_gauge(node, db: str = "db") -> float:
 @pytest.mark.parametrize("mode", MODES)
 def test_api_halt_write_on_replica(cluster: Cluster, mode: str) -> None:
     primary, replica, w = setup_pair(cluster, mode)
+    other = cluster.replica("other")  # a third node: the forwarded rows reach it too
+    wait_until(lambda: same_pos(primary, other, "db"), what="second replica catch-up")
     r = cluster.connect(replica.path("db"))
     with pytest.raises(SQLError):
         r.execute("INSERT INTO t VALUES (1)")
@@ -61,9 +63,11 @@ def test_api_halt_write_on_replica(cluster: Cluster, mode: str) -> None:
     assert resp.status_code == 200, resp.text
 
     wait_until(lambda: same_pos(primary, replica, "db"), what="positions converge")
+    wait_until(lambda: same_pos(primary, other, "db"), what="the third node converges")
     wait_until(lambda: halt_gauge(primary) == 0 and halt_gauge(replica) == 0, what="halt gauges back to 0")
     assert w.execute("SELECT sum(x) FROM t") == [[600]]
     assert r.execute("SELECT sum(x) FROM t") == [[600]]
+    assert cluster.connect(other.path("db")).execute("SELECT sum(x) FROM t") == [[600]]
     # Read-only again, and the primary writes again.
     with pytest.raises(SQLError):
         r.execute("INSERT INTO t VALUES (1)")
