@@ -579,20 +579,30 @@ class ReplicaHalts:
         # the primary refused, move WAL frames written under the lock into the database file.
         while self.in_flight.get(db.name):
             await trio.sleep(0.002)
+        # The primary's writers may go on at once; what it sends next waits for the recovery here
+        # (see settled()), so applies never mix with WAL frames still to be moved.
+        await self._delete(halt)
         try:
-            needs = db.file_exists(FileKind.JOURNAL) or bool(db.wal.pages)
-            if needs:
-                async with write_lock(node, db, HALT_ACQUIRE_TIMEOUT) as wal:
-                    await recover_locked(node, db, wal)
-            else:
-                await run_in_thread(node.fs.invalidate_attrs_sync, db.name, FileKind.DATABASE)
-        except (LockTimeoutError, OSError, StoreError) as exc:
-            log.error("%s: recovery after halt lock release failed: %s", db.name, exc)
+            while True:
+                try:
+                    if db.file_exists(FileKind.JOURNAL) or db.wal.pages:
+                        async with write_lock(node, db, HALT_ACQUIRE_TIMEOUT) as wal:
+                            await recover_locked(node, db, wal)
+                    else:
+                        await run_in_thread(node.fs.invalidate_attrs_sync, db.name, FileKind.DATABASE)
+                    break
+                except LockTimeoutError as exc:
+                    # A reader keeps a transaction open: replication waits rather than apply pages
+                    # that WAL frames written under the lock would hide.
+                    log.warning("%s: recovery after halt lock release: %s; retrying", db.name, exc)
+                    await trio.sleep(1.0)
+                except (OSError, StoreError) as exc:
+                    log.error("%s: recovery after halt lock release failed: %s", db.name, exc)
+                    break
         finally:
             event = self._recovering.pop(db.name, None)
             if event is not None:
                 event.set()
-        await self._delete(halt)
         log.info("%s: released halt lock %d", db.name, halt.lock.id)
 
     async def _delete(self, halt: RemoteHalt) -> None:
