@@ -223,7 +223,9 @@ class LiteFSOperations(pyfuse3.Operations):
         return e
 
     def _root_attrs(self) -> pyfuse3.EntryAttributes:
-        mode = stat.S_IFDIR | (0o777 if self.store.is_primary else 0o555)
+        # A replica holding a HALT lock creates journals: writable then too.
+        writable = self.store.is_primary or any(db.remote_halt is not None for db in self.store.dbs())
+        mode = stat.S_IFDIR | (0o777 if writable else 0o555)
         e = self._attrs(ROOT_INODE, mode, 0, self._started_ns, SPECIAL_ATTR_TIMEOUT)
         e.st_nlink = 2
         return e
