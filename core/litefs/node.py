@@ -229,8 +229,11 @@ class Node:
     async def _fuse_main(self) -> None:
         try:
             await pyfuse3.main(min_tasks=1, max_tasks=MAX_TASKS)
-        except BaseException:
-            self.request_shutdown(EXIT_ERROR)
+        except BaseException as exc:
+            # A clean shutdown may cancel the loop before it saw terminate() (a worker waiting for
+            # pyfuse3's read lock, e.g. behind an extra HALT worker): not an error then.
+            if not (self._shutdown.is_set() and _only_cancelled(exc)):
+                self.request_shutdown(EXIT_ERROR)
             raise
 
     async def _run_service(
@@ -333,6 +336,15 @@ class Node:
             pyfuse3.close(unmount=True)
             self._mounted = False
         self.store.close()
+
+
+def _only_cancelled(exc: BaseException) -> bool:
+    """True for trio.Cancelled, or a (nursery) exception group holding nothing else."""
+    if isinstance(exc, trio.Cancelled):
+        return True
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_only_cancelled(e) for e in exc.exceptions)
+    return False
 
 
 class _ElectionHost:
