@@ -88,6 +88,21 @@ class PrimaryChangeEvent:
         return {"type": "primaryChange", "data": data}
 
 
+@dataclass(frozen=True)
+class HaltEvent:
+    """A HALT lock was taken or released on this node.
+
+    Fired on the primary when it grants or drops a replica's lock (``holder`` is that replica's
+    node ID), and on the replica that holds it (``holder`` is its own node ID).
+    """
+
+    db: str
+    held: bool
+    lock_id: int
+    holder: int
+    """Node ID of the replica that holds (or held) the lock."""
+
+
 def init_event_json(is_primary: bool, hostname: str) -> dict[str, Any]:
     """The first object of every ``/events`` stream."""
     data: dict[str, Any] = {"isPrimary": is_primary}

@@ -13,7 +13,7 @@ Built-in plugins are found exactly the same way, so anything they do a third-par
 
 Plugins talk to the core only through this module and the small public objects it documents:
 :class:`litefs.events.TxEvent`, :class:`litefs.events.PrimaryChangeEvent`, the other events of
-:mod:`litefs.events` (stream, lease, retention), :class:`litefs.events.ReplicaPosition`,
+:mod:`litefs.events` (stream, lease, retention, HALT), :class:`litefs.events.ReplicaPosition`,
 :mod:`litefs.lease` (:class:`~litefs.lease.Leaser`, :class:`~litefs.lease.LeaseContext`, errors),
 :class:`litefs.config.Config` and :class:`NodeHandle` below.
 
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
     from litefs.config import Config
     from litefs.events import (
+        HaltEvent,
         LeaseRenewEvent,
         LTXReapEvent,
         LTXReceivedEvent,
@@ -290,6 +291,16 @@ def litefs_proxy_request(node: NodeHandle, kind: str, status: int, seconds: floa
     ``health``; ``status`` the HTTP status answered (0 when the client went away first);
     ``seconds`` the time from the request's arrival to the end of the answer. A proxy plugin calls
     it as ``node.hook.litefs_proxy_request(node=node, kind=..., status=..., seconds=...)``.
+    """
+
+
+@hookspec
+def litefs_halt_changed(node: NodeHandle, event: HaltEvent) -> None:
+    """A HALT lock was taken or released on this node (write forwarding, LiteFS §7).
+
+    On the primary: a replica's lock was granted, released or expired (``event.holder`` is that
+    replica's node ID). On a replica: this node took or gave up the primary's lock for
+    ``event.db``. Called on the trio thread; do no I/O here.
     """
 
 

@@ -34,6 +34,7 @@ from litefs.http.app import create_app, make_route_registrar
 from litefs.http.server import port_of, serve_http
 from litefs.lease import LeaseError, NoPrimaryError, PrimaryInfo, WatchableLeaser
 from litefs.ltx import Pos
+from litefs.replication.halt import PrimaryHalts, ReplicaHalts
 from litefs.replication.handoff import auto_promote
 from litefs.replication.mountlock import mount_lock, run_in_thread
 from litefs.replication.replica import ReplicaClient
@@ -94,6 +95,10 @@ class Node:
         self._backup_running = False
         self.store.commit_listeners.append(self._tx_committed)
         self.replica = ReplicaClient(self)
+        #: HALT locks: held here for replicas (primary side), held on the primary (replica side).
+        self.primary_halts = PrimaryHalts(self)
+        self.replica_halts = ReplicaHalts(self)
+        self.fs.halts = self.replica_halts
         # `.lag` on a replica: milliseconds since the primary's last heartbeat or applied LTX.
         self.fs._lag_content = self.replica.lag_text  # type: ignore[method-assign]
 
@@ -314,8 +319,11 @@ class Node:
     async def _fuse_main(self) -> None:
         try:
             await pyfuse3.main(min_tasks=1, max_tasks=MAX_TASKS)
-        except BaseException:
-            self.request_shutdown(EXIT_ERROR)
+        except BaseException as exc:
+            # A clean shutdown may cancel the loop before it saw terminate() (a worker waiting for
+            # pyfuse3's read lock, e.g. behind an extra HALT worker): not an error then.
+            if not (self._shutdown.is_set() and _only_cancelled(exc)):
+                self.request_shutdown(EXIT_ERROR)
             raise
 
     async def _run_service(
@@ -420,6 +428,9 @@ class Node:
             self._mounted = True
             self._mounted_event.set()
             nursery.start_soon(self._fuse_main)
+            await nursery.start(self.fs.workers.run)
+            await nursery.start(self.primary_halts.run)
+            await nursery.start(self.replica_halts.run)
             if self.config.skip_sync:  # LiteFS: start services and exec without waiting for sync
                 nursery.start_soon(self.replica.run)
             else:
@@ -467,6 +478,15 @@ class Node:
             pyfuse3.close(unmount=True)
             self._mounted = False
         self.store.close()
+
+
+def _only_cancelled(exc: BaseException) -> bool:
+    """True for trio.Cancelled, or a (nursery) exception group holding nothing else."""
+    if isinstance(exc, trio.Cancelled):
+        return True
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_only_cancelled(e) for e in exc.exceptions)
+    return False
 
 
 class _ElectionHost:

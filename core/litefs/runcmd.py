@@ -6,6 +6,7 @@ Flags and messages follow LiteFS v0.5.14 (``cmd/litefs/run.go``).
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 
@@ -41,10 +42,6 @@ def run_command(
         raise click.UsageError("no command specified, use '--' before the command")
     if promote and halt_db:
         raise click.UsageError("cannot specify both -promote and -with-halt-lock-on")
-    if halt_db:
-        # Write forwarding through the HALT lock needs the replica side of the HALT protocol, which
-        # this build does not have yet; refusing beats running a migration that would then fail.
-        raise click.ClickException("-with-halt-lock-on is not supported by this build of litefs-py yet")
     try:
         if if_candidate:
             info = client.info(url)
@@ -58,8 +55,35 @@ def run_command(
                 client.promote(url)
     except client.ClientError as exc:
         raise click.ClickException(str(exc)) from exc
+    lock_fd = -1
+    if halt_db:
+        try:
+            lock_fd = client.open_halt_lock(halt_db)
+        except client.ClientError as exc:
+            raise click.ClickException(str(exc)) from exc
+        log.debug("halt lock acquired on %s", halt_db)
     try:
-        code = subprocess.call(list(command))
+        code = _call(command, lock_fd)
+    finally:
+        if lock_fd >= 0:
+            client.close_halt_lock(lock_fd)
+    sys.exit(code)
+
+
+def _call(command: tuple[str, ...], lock_fd: int) -> int:
+    """Run the command with stdio inherited; the HALT lock file, if any, is its fd 3 (as LiteFS)."""
+    preexec = None
+    pass_fds: tuple[int, ...] = ()
+    if lock_fd >= 0:
+        pass_fds = (3,)
+
+        def preexec() -> None:  # in the child, before exec
+            if lock_fd != 3:
+                os.dup2(lock_fd, 3, inheritable=True)
+            else:
+                os.set_inheritable(3, True)
+
+    try:
+        return subprocess.call(list(command), pass_fds=pass_fds, preexec_fn=preexec)
     except OSError as exc:
         raise click.ClickException(f"cannot run {command[0]!r}: {exc}") from exc
-    sys.exit(code)

@@ -3,7 +3,10 @@
 Design rules (measured in fuse-perf.md):
 
 * Handlers run inline on the trio thread and never await, so one pyfuse3 worker task suffices
-  (``max_tasks=1``) and a request costs no thread hop.
+  (``max_tasks=1``) and a request costs no thread hop. Two exceptions, both for HALT locks (write
+  forwarding from a replica): opening ``<db>-lock`` for writing waits for the lock (with an extra
+  worker meanwhile, fuse/workers.py), and a commit under a HALT lock runs in a worker thread while
+  its LTX file goes to the primary.
 * Every handler is wrapped: OSError becomes its errno, store errors their LiteFS errno, anything else
   EIO plus a log line -- an escaping exception would kill the mount.
 * The kernel answers as much as possible from its caches: explicit (never 0) entry/attr timeouts,
@@ -29,11 +32,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyfuse3
+import trio
 
+from litefs.fuse.workers import ExtraWorkers
 from litefs.store import (
     CommitError,
     Database,
     FileKind,
+    HaltForwardError,
     InvalidNameError,
     ReadOnlyError,
     Store,
@@ -75,6 +81,8 @@ class Handle:
     fd: int = -1
     content: bytes = b""
     """Snapshot of a synthesised file taken at open (-pos, .lag, .primary)."""
+    halt_id: int | None = None
+    """``<db>-lock`` opened for writing on a replica: the HALT lock this handle holds."""
 
 
 def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -92,6 +100,11 @@ def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
             if exc.loud:
                 log.warning("fuse: %s(): %s", name, exc)
             raise pyfuse3.FUSEError(errno.EACCES) from exc
+        except HaltForwardError as exc:
+            # The primary refused a commit made under a HALT lock: SQLite sees an I/O error and
+            # the node rolls the transaction back (not fatal).
+            log.warning("fuse: %s(): %s", name, exc)
+            raise pyfuse3.FUSEError(errno.EIO) from exc
         except CommitError as exc:
             log.error("fuse: %s(): %s", name, exc)
             self.fatal(exc)
@@ -128,6 +141,11 @@ class LiteFSOperations(pyfuse3.Operations):
         self._handles: dict[int, Handle] = {}
         self._next_fh = 1
         self._dirty_dirs: set[str] = set()
+        #: Extra pyfuse3 workers while a request waits for a HALT lock (see fuse/workers.py).
+        self.workers = ExtraWorkers()
+        #: The node's replica-side HALT locks (litefs.replication.halt.ReplicaHalts); None in tests
+        #: that run the operations without a node.
+        self.halts: Any = None
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -173,6 +191,11 @@ class LiteFSOperations(pyfuse3.Operations):
             return stat.S_IFREG | 0o444
         return stat.S_IFREG | 0o666
 
+    def _db_mode(self, db: Database) -> int:
+        if not self.store.is_primary and db.remote_halt is None:
+            return stat.S_IFREG | 0o444
+        return stat.S_IFREG | 0o666
+
     def _attrs(
         self, inode: int, mode: int, size: int, mtime_ns: int, timeout: float
     ) -> pyfuse3.EntryAttributes:
@@ -202,7 +225,9 @@ class LiteFSOperations(pyfuse3.Operations):
         return e
 
     def _root_attrs(self) -> pyfuse3.EntryAttributes:
-        mode = stat.S_IFDIR | (0o777 if self.store.is_primary else 0o555)
+        # A replica holding a HALT lock creates journals: writable then too.
+        writable = self.store.is_primary or any(db.remote_halt is not None for db in self.store.dbs())
+        mode = stat.S_IFDIR | (0o777 if writable else 0o555)
         e = self._attrs(ROOT_INODE, mode, 0, self._started_ns, SPECIAL_ATTR_TIMEOUT)
         e.st_nlink = 2
         return e
@@ -240,7 +265,8 @@ class LiteFSOperations(pyfuse3.Operations):
             # the reported mtime (and those are invalidated explicitly anyway): this saves two
             # re-reads per write transaction.
             mtime = db.external_mtime_ns
-        return self._attrs(inode, self._file_mode(kind), st.st_size, mtime, ATTR_TIMEOUT)
+        mode = self._db_mode(db) if kind is FileKind.DATABASE else self._file_mode(kind)
+        return self._attrs(inode, mode, st.st_size, mtime, ATTR_TIMEOUT)
 
     def _special_attrs(self, inode: int) -> pyfuse3.EntryAttributes | None:
         if inode == LAG_INODE:
@@ -259,6 +285,19 @@ class LiteFSOperations(pyfuse3.Operations):
             return parse_filename(os.fsdecode(name))
         except InvalidNameError:
             raise pyfuse3.FUSEError(errno.ENOENT) from None
+
+    async def _committing(self, db: Database, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run a store call that may commit. Under a remote HALT lock the commit waits for the
+        primary (``/tx``), so it runs in a worker thread while the trio loop serves that request."""
+        if db.forward_ltx is None or self.halts is None:
+            return fn(*args)
+        in_flight = self.halts.in_flight
+        in_flight[db.name] = in_flight.get(db.name, 0) + 1
+        try:
+            with trio.CancelScope(shield=True):  # a commit is never abandoned halfway
+                return await trio.to_thread.run_sync(fn, *args)
+        finally:
+            in_flight[db.name] -= 1
 
     # -- lookups and attributes ----------------------------------------------------------------
 
@@ -317,7 +356,7 @@ class LiteFSOperations(pyfuse3.Operations):
             if kind is FileKind.DATABASE:
                 db.truncate_database(size, fd)
             elif kind is FileKind.JOURNAL:
-                db.truncate_journal(size, fd)
+                await self._committing(db, db.truncate_journal, size, fd)
             elif kind is FileKind.WAL:
                 db.truncate_wal(size, fd)
             elif kind is FileKind.SHM:
@@ -325,6 +364,8 @@ class LiteFSOperations(pyfuse3.Operations):
                     os.ftruncate(fd, size)
                 else:
                     os.truncate(db.backing_path(kind), size)
+            elif kind is FileKind.LOCK and size == 0:
+                pass  # open(<db>-lock, "w") truncates an always-empty file: allow it
             else:
                 raise pyfuse3.FUSEError(errno.EPERM)
         if (fields.update_atime or fields.update_mtime) and kind in (
@@ -458,9 +499,12 @@ class LiteFSOperations(pyfuse3.Operations):
         if kind is FileKind.POS:
             h = Handle(kind, db, content=db.pos_text())
         elif kind is FileKind.LOCK:
-            if flags & os.O_ACCMODE != os.O_RDONLY:
-                raise pyfuse3.FUSEError(errno.EACCES)  # mode 0444, also for root
             h = Handle(kind, db)
+            if flags & os.O_ACCMODE != os.O_RDONLY:
+                # Opening <db>-lock for writing takes the HALT lock (pyfuse3 never sees the byte-72
+                # lock LiteFS clients take): the open returns once it is held; the last close of
+                # this handle releases it. A no-op on the primary.
+                h.halt_id = await self._take_halt(db)
         else:
             # Replicas may open the database read-write, as in LiteFS: the writes then fail.
             h = Handle(kind, db, fd=db.open_file(kind, self._backing_flags(flags)))
@@ -493,6 +537,21 @@ class LiteFSOperations(pyfuse3.Operations):
         assert attrs is not None
         return self._file_info(fh, kind), attrs
 
+    async def _take_halt(self, db: Database) -> int | None:
+        if self.halts is None:
+            raise pyfuse3.FUSEError(errno.ENOSYS)
+        from litefs.replication.halt import HaltError
+
+        try:
+            async with self.workers.waiting():
+                lock = await self.halts.acquire(db.name)
+        except HaltError as exc:
+            log.warning("fuse: halt lock on %s: %s", db.name, exc)
+            raise pyfuse3.FUSEError(errno.EIO) from exc
+        except trio.Cancelled:
+            raise pyfuse3.FUSEError(errno.EAGAIN) from None
+        return None if lock is None else lock.id
+
     @_guard
     async def read(self, fh: int, off: int, size: int) -> bytes:
         h = self._handle(fh)
@@ -509,10 +568,11 @@ class LiteFSOperations(pyfuse3.Operations):
             return db.write_database(h.fd, off, buf)
         if kind is FileKind.JOURNAL:
             db.write_stats.journal_writes += 1
-            return db.write_journal(h.fd, off, buf)
+            return await self._committing(db, db.write_journal, h.fd, off, buf)
         if kind is FileKind.WAL:
             db.write_stats.wal_writes += 1
-            return db.write_wal(h.fd, off, buf)  # a completed commit frame becomes an LTX file first
+            # A completed commit frame becomes an LTX file first.
+            return await self._committing(db, db.write_wal, h.fd, off, buf)
         if kind is FileKind.SHM:
             db.write_stats.shm_writes += 1
             return os.pwrite(h.fd, buf, off)
@@ -537,6 +597,10 @@ class LiteFSOperations(pyfuse3.Operations):
         h = self._handles.pop(fh, None)
         if h is not None and h.fd >= 0:
             os.close(h.fd)
+        if h is not None and h.halt_id is not None and self.halts is not None:
+            # The last close of the handle (also when its process died): the database is
+            # read-only again at once; recovery and the DELETE /halt run in the background.
+            self.halts.release_soon(h.db.name, h.halt_id)
 
     @_guard
     async def unlink(self, parent_inode: int, name: bytes, ctx: Any) -> None:
@@ -547,7 +611,7 @@ class LiteFSOperations(pyfuse3.Operations):
         if db is None:
             raise pyfuse3.FUSEError(errno.ENOENT)
         if kind is FileKind.JOURNAL:
-            db.remove_journal()
+            await self._committing(db, db.remove_journal)
         elif kind in (FileKind.WAL, FileKind.SHM):
             db.remove_file(kind)
         elif kind is FileKind.DATABASE:
@@ -575,6 +639,17 @@ class LiteFSOperations(pyfuse3.Operations):
             except OSError as exc:
                 if exc.errno not in (errno.ENOENT, errno.EBADF):
                     raise
+
+    def invalidate_attrs_sync(self, name: str, kind: FileKind) -> None:
+        """Drop the kernel's cached attributes of one file (its mode changes with a HALT lock)."""
+        ino = self._inodes.get((name, kind))
+        if ino is None:
+            return
+        try:
+            pyfuse3.invalidate_inode(ino, attr_only=True)
+        except OSError as exc:
+            if exc.errno != errno.ENOENT:
+                raise
 
     def invalidate_data_sync(self, name: str, kind: FileKind) -> None:
         """Drop the kernel's cached pages of one file of a database (mmaps fault them in again).

@@ -8,14 +8,14 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from quart import Response
+from quart import Response, request
 
 if TYPE_CHECKING:
     from quart_trio import QuartTrio
 
     from litefs.node import Node
 
-API_V1_RULES = ("/api/v1/dbs", "/api/v1/dbs/<name>", "/primary")
+API_V1_RULES = ("/api/v1/dbs", "/api/v1/dbs/<name>", "/api/v1/dbs/<name>/halt", "/primary")
 
 
 def _json(body: Any, status: int = 200) -> Response:
@@ -67,6 +67,12 @@ def register_api_v1(app: QuartTrio, node: Node) -> None:
         if doc is None:
             return _json({"error": f"database not found: {name}"}, status=404)
         return _json(doc)
+
+    @app.route("/api/v1/dbs/<name>/halt", methods=["POST", "DELETE"])
+    async def halt_db(name: str) -> Response:
+        from litefs.replication.halt import api_halt
+
+        return await api_halt(node, name, request.method, request.args.get("id"))
 
     @app.route("/primary", methods=["GET"])
     async def primary() -> Response:

@@ -20,6 +20,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from litefs.http.api_v1 import API_V1_RULES, register_api_v1
+from litefs.replication.halt import HALT_RULES, register_halt
 from litefs.replication.handoff import register_handoff
 from litefs.replication.primary import register_stream
 from litefs.store import StoreError
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("litefs.http")
 
-CORE_RULES = ("/info", "/import", "/export", "/events", "/debug/vars", *API_V1_RULES)
+CORE_RULES = ("/info", "/import", "/export", "/events", "/debug/vars", *API_V1_RULES, *HALT_RULES)
 
 
 def error(message: str, status: int) -> Response:
@@ -140,6 +141,7 @@ def create_app(node: Node) -> QuartTrio:
     register_api_v1(app, node)
     register_stream(app, node)
     register_handoff(app, node)
+    register_halt(app, node)
     return app
 
 

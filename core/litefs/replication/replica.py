@@ -332,6 +332,20 @@ class ReplicaClient:
     async def _apply(self, spool: _Spool) -> None:
         db = spool.db
         header = spool.finish()
+        halts = self.node.replica_halts
+        if header.node_id == self.node.node_id and not header.is_snapshot:
+            # A transaction this node forwarded under a HALT lock, coming back: it is already here
+            # (once its local commit, which may still be finishing, is done).
+            while halts.in_flight.get(db.name):
+                await trio.sleep(0.001)
+            if db.pos.txid >= header.max_txid:
+                spool.discard()
+                return
+        elif db.remote_halt is not None:
+            # Someone else's transaction: the primary no longer holds our lock (LiteFS drops it too).
+            halts.release_soon(db.name)
+        # A released HALT lock may still be moving WAL frames into the database file.
+        await halts.settled(db.name)
         try:
             if not header.is_snapshot:
                 expected = Pos(header.min_txid - 1, header.pre_apply_checksum)

@@ -110,6 +110,14 @@ class RecoveryError(StoreError):
     """Startup recovery found the database and its LTX files inconsistent; the node must not start."""
 
 
+class HaltForwardError(StoreError):
+    """A commit made under a remote HALT lock was refused by the primary (or could not reach it).
+
+    Not fatal: nothing was made durable locally, SQLite sees an I/O error and the transaction is
+    rolled back (by SQLite, or by the node when it releases the HALT lock).
+    """
+
+
 class VerifyError(CommitError):
     """``strict-verify`` found the database content disagreeing with its position (fatal, like a
     failed commit)."""
@@ -253,6 +261,13 @@ class Database:
         #: page map (a checkpoint writing or truncating the database file, a WAL restart): a
         #: snapshot built from a :class:`SnapshotView` taken before is retried.
         self.file_generation = 0
+        #: On a replica: the remote HALT lock this node holds on the primary for this database (the
+        #: database is writable while it is set); see litefs.replication.halt.
+        self.remote_halt: object | None = None
+        #: Set together with ``remote_halt``: sends a finished LTX file to the primary's ``/tx``
+        #: before the commit completes locally. Raises HaltForwardError when the primary refuses it.
+        #: Called from a worker thread (the FUSE handler moves halted commits off the trio thread).
+        self.forward_ltx: Callable[[bytes], None] | None = None
 
     # -- paths ---------------------------------------------------------------------------------
 
@@ -526,7 +541,10 @@ class Database:
         timestamp_ms = header.timestamp
         tracker = self.tracker
         # The tracker moves while the file is encoded; if the commit then fails the node exits (99) and
-        # recovery rebuilds it from disk, as in LiteFS.
+        # recovery rebuilds it from disk, as in LiteFS. A commit forwarded under a HALT lock may be
+        # refused without exiting: keep a copy to restore.
+        forward = self.forward_ltx
+        saved = tracker.copy() if forward is not None else None
         npages = 0
         path = self.ltx_path(txid, txid)
         tmp = path + TMP_SUFFIX
@@ -553,17 +571,23 @@ class Database:
                 if self._fsync:
                     os.fdatasync(f.fileno())
                 size = f.tell()
+            if forward is not None:
+                # Remote HALT: the primary must accept the transaction before it exists here.
+                with open(tmp, "rb") as f:
+                    forward(f.read())
             os.rename(tmp, path)
             if self._fsync:
                 _fsync_dir(self.ltx_dir)
                 if not self._db_synced:
                     os.fsync(db_fd)
                     self._db_synced = True
-        except BaseException:
+        except BaseException as exc:
             try:
                 os.unlink(tmp)
             except OSError:
                 pass
+            if saved is not None and isinstance(exc, HaltForwardError):
+                self.tracker = saved
             raise
         # The LTX file is durable: now the position moves.
         self.pos = Pos(txid, post)
@@ -1113,6 +1137,62 @@ class Database:
             self.tracker = tracker
             self.pos = Pos(self.pos.txid, actual)
 
+    # -- HALT lock recovery (caller holds SQLite's locks through the mount) -----------------------
+
+    def rollback_hot_journal(self) -> bool:
+        """Undo a transaction that a dead or failed writer left in the database file.
+
+        A journal with a valid header while nobody holds SQLite's locks is hot: play it back into the
+        database file and empty it (LiteFS recovers so when a HALT lock is taken or released). The
+        position does not move: it never included that transaction. Returns True if it rolled back.
+        """
+        try:
+            with open(self.journal_path, "rb") as jf:
+                head = jf.read(8)
+        except FileNotFoundError:
+            return False
+        if not is_journal_header_valid(head) or not os.path.exists(self.db_path):
+            return False
+        with open(self.journal_path, "rb") as jf, open(self.db_path, "r+b") as df:
+            rolled = rollback_journal(jf, df)
+            df.flush()
+            os.fsync(df.fileno())
+        # Emptied rather than removed: a zero-length journal is not hot in any journal mode.
+        os.truncate(self.journal_path, 0)
+        self._dirty.clear()
+        self._db_synced = True
+        self.external_mtime_ns = time.time_ns()
+        if rolled:
+            log.info("%s: rolled back an uncommitted transaction", self.name)
+        return rolled
+
+    def checkpoint_wal(self) -> bool:
+        """Copy every committed WAL page into the database file and empty the WAL.
+
+        The caller holds the WAL locks (no reader or writer between), and rewrites ``-shm`` after
+        it so readers know the WAL is empty. The position does not move. Returns True if pages moved.
+        """
+        wal = self.wal
+        if not wal.pages or not self.page_size:
+            return False
+        wal.before_checkpoint_write()
+        fd = self._db_fd_get()
+        ps = self.page_size
+        lock = lock_pgno(ps)
+        for pgno in sorted(wal.pages):
+            if pgno > self.page_count or pgno == lock:
+                continue
+            data = wal.read_page(pgno)
+            if data is not None:
+                os.pwrite(fd, data, (pgno - 1) * ps)
+        os.ftruncate(fd, self.page_count * ps)
+        os.fsync(fd)
+        os.truncate(wal.path, 0)
+        wal.reset()
+        self._db_synced = True
+        self.external_mtime_ns = time.time_ns()
+        return True
+
     # -- info ----------------------------------------------------------------------------------
 
     def pos_text(self) -> bytes:
@@ -1140,6 +1220,7 @@ __all__ = [
     "CommitError",
     "CommitResult",
     "Database",
+    "HaltForwardError",
     "ReadOnlyError",
     "RecoveryError",
     "RoleRecovery",

@@ -142,16 +142,19 @@ class Store:
     # -- databases -----------------------------------------------------------------------------
 
     def _new_db(self, name: str) -> Database:
-        return Database(
+        db = Database(
             name,
             os.path.join(self.dbs_dir, name),
             compress=self.compress,
             node_id=self.node_id,
-            writable=lambda: self.is_primary and self.lease_valid(),
             on_commit=self._on_commit,
             strict_verify=self.strict_verify,
             fsync=self.fsync,
         )
+        # Writable on the primary while its lease holds, and on a replica while it holds the
+        # primary's HALT lock for this database (its commits are then forwarded to the primary).
+        db._writable = lambda: (self.is_primary and self.lease_valid()) or db.remote_halt is not None
+        return db
 
     def db(self, name: str) -> Database | None:
         return self._dbs.get(name)

@@ -251,12 +251,14 @@ class WALState:
                 self.committed_offset,
             )
             return
-        from litefs.store.database import CommitError
+        from litefs.store.database import CommitError, HaltForwardError
 
         try:
             for txn in txns:
                 commit_wal_transaction(self.db, fd, hdr, txn, durable=False)
-        except CommitError:
+        except (CommitError, HaltForwardError):
+            # A refused forward (remote HALT lock gone) is not fatal, but the transaction must not
+            # be revived either: SQLite sees the I/O error and never counts it as committed.
             # The node exits (99) and SQLite sees an I/O error: make sure recovery does not revive the
             # transaction from the WAL by breaking its commit frame's checksum.
             os.pwrite(fd, bytes(WAL_FRAME_HEADER_SIZE), end - hdr.frame_size)
@@ -302,7 +304,10 @@ def sync_paths(directory: str, paths: list[str]) -> None:
 def _write_ltx(
     db: Database, header: Header, pages: list[tuple[int, bytes]], post: int, durable: bool
 ) -> tuple[str, int]:
-    """Write ``ltx/<txid>-<txid>.ltx`` via a temp file and rename; fsync only when ``durable``."""
+    """Write ``ltx/<txid>-<txid>.ltx`` via a temp file and rename; fsync only when ``durable``.
+
+    Under a remote HALT lock the encoded file goes to the primary first (``db.forward_ltx``).
+    """
     os.makedirs(db.ltx_dir, exist_ok=True)
     path = db.ltx_path(header.min_txid, header.max_txid)
     tmp = path + _TMP_SUFFIX
@@ -313,6 +318,8 @@ def _write_ltx(
     enc.finish(post)
     data = buf.getbuffer()
     size = len(data)
+    if db.forward_ltx is not None:
+        db.forward_ltx(bytes(data))
     try:
         # One write from memory: the file is small, and a Python file object costs more than it saves.
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
@@ -342,12 +349,14 @@ def commit_wal_transaction(
     ``fd`` reads the WAL. Raises CommitError (fatal: SQLite already considers the transaction
     committed) if the LTX file cannot be written.
     """
-    from litefs.store.database import CommitError, CommitResult
+    from litefs.store.database import CommitError, CommitResult, HaltForwardError
 
     started = time.perf_counter()
     page_size = hdr.page_size
     commit = txn.commit
     wal = db.wal
+    # A forward refused under a HALT lock leaves the tracker as it was (see Database._commit).
+    saved = db.tracker.copy() if db.forward_ltx is not None and db.tracker is not None else None
     try:
         if db.tracker is None or db.tracker.page_size != page_size:
             db.tracker = ChecksumTracker(page_size)
@@ -389,6 +398,10 @@ def commit_wal_transaction(
         path, size = _write_ltx(db, header, pages, post, durable)
     except (OSError, LTXError, SQLiteFormatError) as exc:
         raise CommitError(f"commit wal: {db.name}: {exc}") from exc
+    except HaltForwardError:
+        if saved is not None:
+            db.tracker = saved
+        raise
     if not durable:
         wal.unsynced.append(path)
     wal.accept(txn)

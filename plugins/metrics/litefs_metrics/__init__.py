@@ -47,8 +47,8 @@ Additions (issues 10 and 11):
                                                                 hostname, else node ID), as last sent
 ``litefs_db_replica_lag_seconds``      gauge      db, replica   primary, per connected replica: 0 in sync,
                                                                 else age of the oldest commit it lacks
-``litefs_halt_lock_active``            gauge      db            ``NodeHandle.halt_lock_active()`` (0 until the
-                                                                core has it)
+``litefs_halt_lock_active``            gauge      db            1 while a HALT lock is held on this node
+                                                                (``litefs_halt_changed``)
 ``litefs_db_commit_latency_seconds``   histogram  db            commits counted above: hook time - LTX
                                                                 timestamp, i.e. LTX encode + fsync + rename
                                                                 (ms resolution)
@@ -199,6 +199,13 @@ def litefs_tx_committed(node: Any, event: Any) -> None:
     bundle = _bundle(node)
     if bundle is not None:
         bundle.state.record_tx(event)
+
+
+@hookimpl
+def litefs_halt_changed(node: Any, event: Any) -> None:
+    bundle = _bundle(node)
+    if bundle is not None:
+        bundle.state.record_halt(event.db, event.held)
 
 
 @hookimpl

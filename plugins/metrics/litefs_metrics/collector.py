@@ -6,7 +6,7 @@ does not depend on the core reporting every file it writes or deletes. Event-fed
 :class:`~litefs_metrics.state.NodeMetrics`.
 
 NodeHandle members newer than the first core (``database_stats``, ``subscriber_count``, ``stream_count``,
-``primary_position``, ``replica_positions``, ``halt_lock_active``) are read with fallbacks, so a node
+``primary_position``, ``replica_positions``) are read with fallbacks, so a node
 without one gives zeros or no samples instead of failing the scrape.
 """
 
@@ -100,7 +100,6 @@ class LiteFSCollector:
         node = self.node
         data_dir = os.path.abspath(node.config.data.dir)
         stats = getattr(node, "database_stats", None)
-        halt = getattr(node, "halt_lock_active", None)
         primary_position = getattr(node, "primary_position", None)
         replica_positions = getattr(node, "replica_positions", None)
         is_primary = bool(node.is_primary)
@@ -110,14 +109,13 @@ class LiteFSCollector:
             if stats is not None:
                 st = stats(name)
                 db.writes = {attr: int(getattr(st, attr, 0)) for _, attr, _ in WRITE_COUNTERS}
-            if halt is not None:
-                db.halt = bool(halt(name))
             if is_primary:
                 db.primary_txid = db.txid
                 if replica_positions is not None:
                     db.replicas = list(replica_positions(name))
             elif primary_position is not None:
                 db.primary_txid = primary_position(name)
+            db.halt = name in self.state.halts_active
             dbs.append(db)
         # The name the primary gives this node, so both ends label a replica alike.
         hostname = getattr(node, "replica_name", None) or node.config.lease.hostname or f"{node.node_id:016X}"

@@ -96,6 +96,8 @@ class NodeMetrics:
         #: (kind, status code) -> requests.
         self.proxy_requests: dict[tuple[str, str], int] = defaultdict(int)
         self.proxy_latency: dict[str, Histogram] = {kind: Histogram(PROXY_BUCKETS) for kind in PROXY_KINDS}
+        #: Databases with a HALT lock held on this node (``litefs_halt_changed``).
+        self.halts_active: set[str] = set()
 
     def record_tx(self, event: TxEvent) -> None:
         """A transaction became part of ``event.db`` (``litefs_tx_committed``).
@@ -124,6 +126,14 @@ class NodeMetrics:
         """The role or the known primary changed (``litefs_primary_changed``)."""
         with self._lock:
             self.primary_changes += 1
+
+    def record_halt(self, db: str, held: bool) -> None:
+        """A HALT lock was taken or released on this node (``litefs_halt_changed``)."""
+        with self._lock:
+            if held:
+                self.halts_active.add(db)
+            else:
+                self.halts_active.discard(db)
 
     def record_frame_sent(self, db: str, frame_type: str, nbytes: int = 0) -> None:
         """The primary sent one LTX frame of ``db`` to a replica (``ltx`` or ``ltx:snapshot``)."""
