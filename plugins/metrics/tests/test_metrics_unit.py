@@ -237,9 +237,9 @@ def test_core_extensions_are_used_when_present(tmp_path) -> None:
     node.database_stats = lambda name: SimpleNamespace(
         database_writes=7, journal_writes=3, wal_writes=0, shm_writes=1
     )
-    node.halt_lock_active = lambda name: True
     node.subscriber_count = 2
     node.stream_count = 1
+    litefs_metrics.litefs_halt_changed(node=node, event=SimpleNamespace(db="db", held=True))
     _, fam = scrape(node)
     assert value(fam, "litefs_db_database_write_count", db="db") == 7
     assert value(fam, "litefs_db_journal_write_count", db="db") == 3
