@@ -41,7 +41,7 @@ from litefs.replication.replica import ReplicaClient
 from litefs.replication.walindex import is_wal_database, rewrite_shm, wal_apply_lock
 from litefs.sqlite.errors import SQLiteFormatError
 from litefs.store import Database, FileKind, RecoveryError, Store, StoreError
-from litefs.store.database import WriteStats
+from litefs.store.database import RoleRecovery, WriteStats
 from litefs.store.retention import run_retention
 from litefs.store.store import new_cluster_id
 
@@ -252,22 +252,30 @@ class Node:
 
     async def _recover_database(self, db: Database) -> None:
         mount_path = os.path.join(self.mount_dir, db.name)
-        if db.file_exists(FileKind.SHM) and is_wal_database(db.db_path):
-            # WAL readers hold SHARED for as long as they are open: the WAL locks stand in for
-            # EXCLUSIVE, and their WAL index must be rewritten (as for an apply on a replica).
-            async with wal_apply_lock(mount_path):
-                await run_in_thread(self.fs.invalidate_data_sync, db.name, FileKind.SHM)
-                result = await trio.to_thread.run_sync(db.recover_files, dict(db.wal.pages))
-                db.finish_recovery(result)
-                rewrite_shm(db)
-                await run_in_thread(self.fs.invalidate_db_sync, db.name)
-        else:
-            async with mount_lock(mount_path, exclusive=True):
-                result = await trio.to_thread.run_sync(db.recover_files, dict(db.wal.pages))
-                db.finish_recovery(result)
-                await run_in_thread(self.fs.invalidate_db_sync, db.name)
+        # WAL readers hold SHARED for as long as they are open: the WAL locks stand in for
+        # EXCLUSIVE, and their WAL index must be rewritten (as for an apply on a replica).
+        wal = db.file_exists(FileKind.SHM) and is_wal_database(db.db_path)
+        async with wal_apply_lock(mount_path) if wal else mount_lock(mount_path, exclusive=True):
+            result = await self.recover_locked(db, wal)
         if result.actions:
             log.info("%s: recovered after role change: %s", db.name, "; ".join(result.actions))
+
+    async def recover_locked(self, db: Database, wal: bool) -> RoleRecovery:
+        """LiteFS's ``Recover`` of one database, with SQLite's locks already held through the mount
+        (the WAL locks when ``wal``, else EXCLUSIVE): roll back a hot journal, checkpoint committed
+        WAL frames and empty the WAL, rewrite the readers' WAL index, drop stale kernel caches.
+
+        Used after role changes and when a HALT lock is taken or released.
+        """
+        if wal:
+            await run_in_thread(self.fs.invalidate_data_sync, db.name, FileKind.SHM)
+        result = await trio.to_thread.run_sync(db.recover_files, dict(db.wal.pages))
+        db.finish_recovery(result)
+        if wal:
+            rewrite_shm(db)
+        if wal or result.actions:
+            await run_in_thread(self.fs.invalidate_db_sync, db.name)
+        return result
 
     # -- database operations that need the mount -----------------------------------------------
 

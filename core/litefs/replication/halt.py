@@ -166,20 +166,6 @@ async def write_lock(node: Node, db: Database, timeout: float) -> AsyncIterator[
             yield False
 
 
-async def recover_locked(node: Node, db: Database, wal: bool) -> None:
-    """With the write lock held: roll back a hot journal, checkpoint the WAL, tell the kernel."""
-    if wal:
-        await run_in_thread(node.fs.invalidate_data_sync, db.name, FileKind.SHM)
-    changed = db.rollback_hot_journal()
-    if db.checkpoint_wal():
-        changed = True
-    if wal:
-        rewrite_shm(db)
-        changed = True
-    if changed:
-        await run_in_thread(node.fs.invalidate_db_sync, db.name)
-
-
 def _fire(node: Node, name: str, held: bool, lock_id: int, holder: int) -> None:
     from litefs.events import HaltEvent
 
@@ -286,7 +272,7 @@ class PrimaryHalts:
         try:
             async with write_lock(self.node, db, HALT_ACQUIRE_TIMEOUT) as wal:
                 held.wal = wal
-                await recover_locked(self.node, db, wal)
+                await self.node.recover_locked(db, wal)
                 task_status.started()
                 await held.released.wait()
                 # Writers on this node may have cached pages from before the remote transactions.
@@ -588,7 +574,7 @@ class ReplicaHalts:
                 try:
                     if db.file_exists(FileKind.JOURNAL) or db.wal.pages:
                         async with write_lock(node, db, HALT_ACQUIRE_TIMEOUT) as wal:
-                            await recover_locked(node, db, wal)
+                            await node.recover_locked(db, wal)
                     else:
                         await run_in_thread(node.fs.invalidate_attrs_sync, db.name, FileKind.DATABASE)
                     break

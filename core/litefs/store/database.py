@@ -1058,6 +1058,9 @@ class Database:
         on the node's thread. When a file changed, the content is then checked against the position.
         """
         out = RoleRecovery()
+        # LTX files of WAL commits are not fsynced at commit (the WAL could rebuild them): they must
+        # be durable before their frames leave the WAL below.
+        self.wal.before_checkpoint_write()
         if os.path.exists(self.journal_path) and os.path.exists(self.db_path):
             with open(self.journal_path, "rb") as jf, open(self.db_path, "r+b") as df:
                 hot = rollback_journal(jf, df)
@@ -1136,62 +1139,6 @@ class Database:
             )
             self.tracker = tracker
             self.pos = Pos(self.pos.txid, actual)
-
-    # -- HALT lock recovery (caller holds SQLite's locks through the mount) -----------------------
-
-    def rollback_hot_journal(self) -> bool:
-        """Undo a transaction that a dead or failed writer left in the database file.
-
-        A journal with a valid header while nobody holds SQLite's locks is hot: play it back into the
-        database file and empty it (LiteFS recovers so when a HALT lock is taken or released). The
-        position does not move: it never included that transaction. Returns True if it rolled back.
-        """
-        try:
-            with open(self.journal_path, "rb") as jf:
-                head = jf.read(8)
-        except FileNotFoundError:
-            return False
-        if not is_journal_header_valid(head) or not os.path.exists(self.db_path):
-            return False
-        with open(self.journal_path, "rb") as jf, open(self.db_path, "r+b") as df:
-            rolled = rollback_journal(jf, df)
-            df.flush()
-            os.fsync(df.fileno())
-        # Emptied rather than removed: a zero-length journal is not hot in any journal mode.
-        os.truncate(self.journal_path, 0)
-        self._dirty.clear()
-        self._db_synced = True
-        self.external_mtime_ns = time.time_ns()
-        if rolled:
-            log.info("%s: rolled back an uncommitted transaction", self.name)
-        return rolled
-
-    def checkpoint_wal(self) -> bool:
-        """Copy every committed WAL page into the database file and empty the WAL.
-
-        The caller holds the WAL locks (no reader or writer between), and rewrites ``-shm`` after
-        it so readers know the WAL is empty. The position does not move. Returns True if pages moved.
-        """
-        wal = self.wal
-        if not wal.pages or not self.page_size:
-            return False
-        wal.before_checkpoint_write()
-        fd = self._db_fd_get()
-        ps = self.page_size
-        lock = lock_pgno(ps)
-        for pgno in sorted(wal.pages):
-            if pgno > self.page_count or pgno == lock:
-                continue
-            data = wal.read_page(pgno)
-            if data is not None:
-                os.pwrite(fd, data, (pgno - 1) * ps)
-        os.ftruncate(fd, self.page_count * ps)
-        os.fsync(fd)
-        os.truncate(wal.path, 0)
-        wal.reset()
-        self._db_synced = True
-        self.external_mtime_ns = time.time_ns()
-        return True
 
     # -- info ----------------------------------------------------------------------------------
 
