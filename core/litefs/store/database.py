@@ -521,11 +521,13 @@ class Database:
 
     # -- apply (import; replicas later) --------------------------------------------------------
 
-    def apply_ltx_file(self, path: str) -> CommitResult:
+    def apply_ltx_file(self, path: str, *, notify: bool = True) -> CommitResult:
         """Apply a complete LTX file whose pre-apply position is this database's position.
 
         The file must already be in its final place and durable. Pages are written straight into the
         backing database file (the caller holds SQLite's locks and invalidates kernel caches).
+        ``notify=False`` skips the commit listeners, so a large apply can run in a worker thread while
+        the caller calls :meth:`notify_commit` back on the trio thread (listeners use trio objects).
         """
         with open(path, "rb") as f:
             dec = Decoder(f)
@@ -565,15 +567,22 @@ class Database:
         result = CommitResult(
             h.max_txid, trailer.post_apply_checksum, h.page_size, h.commit, h.timestamp, path
         )
-        if self._on_commit is not None:
-            self._on_commit(self, result)
+        if notify:
+            self.notify_commit(result)
         return result
 
-    def import_database(self, src_path: str) -> CommitResult:
+    def notify_commit(self, result: CommitResult) -> None:
+        """Tell the commit listeners (events, plugins, replica streams) about ``result``."""
+        if self._on_commit is not None:
+            self._on_commit(self, result)
+
+    def import_database(self, src_path: str, *, notify: bool = True) -> CommitResult:
         """Replace the database content with a complete SQLite file (``litefs import``).
 
         Writes one LTX file holding every page (a snapshot if the database is new) and applies it.
         Raises StoreError without changing anything when ``src_path`` is not a SQLite database.
+        Blocking file I/O only: callers on the trio thread run it in a worker thread with
+        ``notify=False`` and then call :meth:`notify_commit`.
         """
         with open(src_path, "rb") as src:
             raw = src.read(DATABASE_HEADER_SIZE)
@@ -632,7 +641,7 @@ class Database:
             except FileNotFoundError:
                 pass
         self.wal.removed()
-        return self.apply_ltx_file(path)
+        return self.apply_ltx_file(path, notify=notify)
 
     def _remove_ltx_files(self) -> None:
         for _, _, path in self.ltx_files():
@@ -640,19 +649,43 @@ class Database:
 
     # -- export --------------------------------------------------------------------------------
 
-    def read_database(self) -> Iterable[bytes]:
-        """Yield the committed database content in chunks (pages 1..page count)."""
-        if self.page_size == 0 or self.page_count == 0:
+    def export_state(self) -> tuple[Pos, int, int, int, dict[int, int]]:
+        """What :meth:`read_database` needs to copy the committed database from another thread.
+
+        (position, WAL generation, page size, page count, a copy of the committed WAL page overlay);
+        take it on the trio thread, and compare position and generation after the copy: if either
+        moved, the copy may mix transactions and must be redone.
+        """
+        return self.pos, self.wal.generation, self.page_size, self.page_count, dict(self.wal.pages)
+
+    def read_database(
+        self, state: tuple[Pos, int, int, int, dict[int, int]] | None = None
+    ) -> Iterable[bytes]:
+        """Yield the committed database content in chunks (pages 1..page count).
+
+        With ``state`` from :meth:`export_state` only backing files are read, through descriptors
+        of its own, so it can run in a worker thread.
+        """
+        if state is None:
+            state = self.export_state()
+        _, _, page_size, page_count, overlay = state
+        if page_size == 0 or page_count == 0:
             return
-        total = self.page_size * self.page_count
-        if self.wal.pages:  # WAL mode: overlay the committed WAL pages
-            for pgno in range(1, self.page_count + 1):
-                if pgno == lock_pgno(self.page_size):
-                    yield _pread_full(self._db_fd_get(), self.page_size, (pgno - 1) * self.page_size).ljust(
-                        self.page_size, b"\0"
-                    )
-                else:
-                    yield self.read_logical_page(pgno)
+        total = page_size * page_count
+        if overlay:  # WAL mode: overlay the committed WAL pages
+            lock = lock_pgno(page_size)
+            with open(self.db_path, "rb") as df, open(self.wal.path, "rb") as wf:
+                for pgno in range(1, page_count + 1):
+                    off = overlay.get(pgno)
+                    if off is not None and pgno != lock:
+                        data = _pread_full(wf.fileno(), page_size, off)
+                    else:
+                        data = _pread_full(df.fileno(), page_size, (pgno - 1) * page_size)
+                        if pgno == lock:
+                            data = data.ljust(page_size, b"\0")
+                    if len(data) < page_size:
+                        raise StoreError(f"export {self.name}: page {pgno} is missing")
+                    yield data
             return
         with open(self.db_path, "rb") as f:
             off = 0

@@ -202,7 +202,8 @@ class Store:
             ltx_path=result.ltx_path,
             local=result.local,
         )
-        self.publish(event.to_json())
+        if self._subscribers:  # formatting the event costs more than the rest of a small commit
+            self.publish(event.to_json())
         for listener in self.commit_listeners:
             try:
                 listener(event)
