@@ -18,13 +18,13 @@ so a LiteFS Go replica, which insists on h2c, can stream from us; we do not answ
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
-import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 from quart import Response, request
@@ -186,13 +186,10 @@ class ReplicaStream:
             txid = client.txid + 1
             data = None if txid == 1 else self._read_ltx(db, txid, client)
             if data is None:
-                path, snap_pos = await self._snapshot(db)
-                try:
-                    async for piece in self._send_file(name, path):
-                        yield piece
-                finally:
-                    os.unlink(path)
-                client = snap_pos
+                snap = SnapshotEncoder(db, self.store.node_id, self.store.compress)
+                async for piece in self._send_snapshot(snap):
+                    yield piece
+                client = snap.pos
             else:
                 yield LTXFrameStart(name).encode()
                 for start in range(0, len(data), CHUNK_SIZE):
@@ -222,37 +219,124 @@ class ReplicaStream:
             return None
         return data
 
-    async def _send_file(self, name: str, path: str) -> AsyncIterator[bytes]:
-        yield LTXFrameStart(name).encode()
-        with open(path, "rb") as f:
-            # One write per MiB: each yield costs a trip through quart and hypercorn.
-            while data := f.read(SEND_SIZE):
-                yield encode_chunk(data)
-        yield CHUNK_END
+    async def _send_snapshot(self, snap: SnapshotEncoder) -> AsyncIterator[bytes]:
+        """Stream a snapshot of ``snap.db`` as it is encoded: no temp file, no second pass.
 
-    async def _snapshot(self, db: Database) -> tuple[str, Pos]:
-        """Write a snapshot of ``db`` at its current position to a temp file; return (path, position).
-
-        SQLite's SHARED lock (taken through the mount) keeps writers out while the pages are read, so
-        the file matches the position. The temp file is streamed after the lock is released.
+        SQLite's SHARED lock (taken through the mount) keeps rollback-mode writers out until the last
+        page is read, so the pages match the position; the checksum is computed while encoding and
+        checked before the trailer goes out (a mismatch aborts the stream instead, and the replica
+        reconnects for a fresh snapshot). Pages are read, checksummed and compressed a batch at a
+        time in a worker thread; only about one batch is held in memory whatever the database size.
         """
-        fd, tmp = tempfile.mkstemp(prefix=".snapshot-", suffix=".tmp", dir=self.store.data_dir)
-        os.close(fd)
-        try:
-            if db.page_count == 0:
-                pos = db.pos
-                _write_snapshot_file(tmp, db, pos, self.store.node_id, self.store.compress)
-            else:
-                async with mount_lock(os.path.join(self.node.mount_dir, db.name), exclusive=False):
-                    pos = db.pos
-                    await run_in_thread(
-                        _write_snapshot_file, tmp, db, pos, self.store.node_id, self.store.compress
-                    )
-        except BaseException:
-            os.unlink(tmp)
-            raise
-        log.info("%s: sending snapshot at txid %016x to %s", db.name, pos.txid, self.replica_id)
-        return tmp, pos
+        db = snap.db
+        lock = (
+            mount_lock(os.path.join(self.node.mount_dir, db.name), exclusive=False)
+            if db.page_count
+            else contextlib.nullcontext()
+        )
+        async with _as_async(lock):
+            snap.start()
+            log.info("%s: sending snapshot at txid %016x to %s", db.name, snap.pos.txid, self.replica_id)
+            yield LTXFrameStart(db.name).encode()
+            while chunk := await run_in_thread(snap.next_chunk):
+                yield encode_chunk(chunk)
+            yield CHUNK_END
+
+
+@contextlib.asynccontextmanager
+async def _as_async(cm: Any) -> AsyncIterator[None]:
+    """Enter an async or a plain context manager."""
+    if hasattr(cm, "__aenter__"):
+        async with cm:
+            yield
+    else:
+        with cm:
+            yield
+
+
+class _Sink:
+    """The file object the snapshot encoder writes to: keeps the output until it is taken."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.size = 0
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        self.parts.append(bytes(data))
+        self.size += len(data)
+        return len(data)
+
+    def take(self) -> bytes:
+        out = b"".join(self.parts)
+        self.parts.clear()
+        self.size = 0
+        return out
+
+
+class SnapshotEncoder:
+    """Encode pages 1..page count of a database as a snapshot LTX file, one piece at a time.
+
+    :meth:`start` (on the trio thread, with the lock held) fixes the position; :meth:`next_chunk`
+    (in a worker thread) returns the next ~``SEND_SIZE`` bytes of the file, then b"" at the end.
+    The snapshot checksum is folded in as pages are encoded; the trailer is written only when it
+    equals the position's checksum (else SnapshotError).
+    """
+
+    def __init__(self, db: Database, node_id: int, compress: bool) -> None:
+        self.db = db
+        self.node_id = node_id
+        self.compress = compress
+        self.pos = db.pos
+        self._sink = _Sink()
+        self._enc: Encoder | None = None
+        self._pgno = 1
+        self._done = False
+
+    def start(self) -> None:
+        db = self.db
+        self.pos = db.pos
+        self.page_size, self.commit = db.page_size, db.page_count
+        header = Header(
+            flags=FLAG_COMPRESS_LZ4 if self.compress else 0,
+            page_size=self.page_size,
+            commit=self.commit,
+            min_txid=1,
+            max_txid=self.pos.txid,
+            timestamp=wall_ms(),
+            pre_apply_checksum=0,
+            node_id=self.node_id,
+        )
+        self._enc = Encoder(self._sink, header)
+
+    def next_chunk(self) -> bytes:
+        enc = self._enc
+        assert enc is not None, "start() first"
+        if self._done:
+            return b""
+        db, commit = self.db, self.commit
+        lock = lock_pgno(self.page_size) if commit else 0
+        while self._sink.size < SEND_SIZE and self._pgno <= commit:
+            pgno = self._pgno
+            self._pgno += 1
+            if pgno == lock:
+                continue
+            # The committed page: in WAL mode the newest committed frame, else the file's copy. A
+            # WAL commit racing with the snapshot shows up as a checksum mismatch at the end.
+            try:
+                data = db.read_logical_page(pgno)
+            except (StoreError, OSError) as exc:
+                raise SnapshotError(f"snapshot {db.name}: {exc}") from exc
+            enc.encode_page(pgno, data)
+        if self._pgno > commit:
+            actual = enc.snapshot_checksum if commit else EMPTY_DATABASE_CHECKSUM
+            if actual != self.pos.post_apply_checksum:
+                raise SnapshotError(
+                    f"snapshot {db.name}: snapshot checksum mismatch: pages give {actual:016x}, "
+                    f"position is {self.pos}"
+                )
+            enc.finish(actual)
+            self._done = True
+        return self._sink.take()
 
 
 def wall_ms() -> int:
@@ -262,44 +346,6 @@ def wall_ms() -> int:
 
 def peek_header_bytes(data: bytes) -> Header:
     return peek_header(io.BytesIO(data))
-
-
-def _write_snapshot_file(path: str, db: Database, pos: Pos, node_id: int, compress: bool) -> None:
-    """Encode pages 1..page count of ``db`` as a snapshot LTX (TXIDs 1..pos.txid) into ``path``."""
-    page_size, commit = db.page_size, db.page_count
-    header = Header(
-        flags=FLAG_COMPRESS_LZ4 if compress else 0,
-        page_size=page_size,
-        commit=commit,
-        min_txid=1,
-        max_txid=pos.txid,
-        timestamp=wall_ms(),
-        pre_apply_checksum=0,
-        node_id=node_id,
-    )
-    with open(path, "wb") as out:
-        enc = Encoder(out, header)
-        if commit:
-            lock = lock_pgno(page_size)
-            for pgno in range(1, commit + 1):
-                if pgno == lock:
-                    continue
-                # The committed page: in WAL mode the newest committed frame, else the file's copy.
-                # A commit racing with the snapshot shows up as a checksum mismatch below, and
-                # the replica simply reconnects and gets a fresh snapshot.
-                try:
-                    data = db.read_logical_page(pgno)
-                except (StoreError, OSError) as exc:
-                    raise SnapshotError(f"snapshot {db.name}: {exc}") from exc
-                enc.encode_page(pgno, data)
-            actual = enc.snapshot_checksum
-        else:
-            actual = EMPTY_DATABASE_CHECKSUM
-        if actual != pos.post_apply_checksum:
-            raise SnapshotError(
-                f"snapshot {db.name}: snapshot checksum mismatch: pages give {actual:016x}, position is {pos}"
-            )
-        enc.finish(actual)
 
 
 def register_stream(app: QuartTrio, node: Node) -> None:
@@ -335,6 +381,7 @@ __all__ = [
     "CHUNK_SIZE",
     "HEARTBEAT_INTERVAL",
     "ReplicaStream",
+    "SnapshotEncoder",
     "SnapshotError",
     "StreamRequestError",
     "register_stream",

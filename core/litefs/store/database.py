@@ -23,6 +23,7 @@ import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 from litefs.ltx import (
     EMPTY_DATABASE_CHECKSUM,
@@ -424,9 +425,8 @@ class Database:
         npages = 0
         path = self.ltx_path(txid, txid)
         tmp = path + TMP_SUFFIX
-        self._ensure_dirs()
         try:
-            with open(tmp, "wb") as f:
+            with self._open_ltx_tmp(tmp) as f:
                 enc = Encoder(f, header)
                 for pgno in pages:
                     if pgno == lock:
@@ -474,6 +474,14 @@ class Database:
         if self._on_commit is not None:
             self._on_commit(self, result)
         return result
+
+    def _open_ltx_tmp(self, tmp: str) -> BinaryIO:
+        """Create an LTX temp file; ``ltx/`` is created only when missing, not checked per commit."""
+        try:
+            return open(tmp, "wb")  # noqa: SIM115 - the caller closes it
+        except FileNotFoundError:
+            self._ensure_dirs()
+            return open(tmp, "wb")  # noqa: SIM115
 
     def _learn_page_size_ranges(self) -> None:
         ps = self.page_size
