@@ -191,11 +191,12 @@ class ReplicaStream:
                     yield piece
                 client = snap.pos
             else:
-                yield LTXFrameStart(name).encode()
-                for start in range(0, len(data), CHUNK_SIZE):
-                    yield encode_chunk(data[start : start + CHUNK_SIZE])
-                yield CHUNK_END
-                yield HWMFrame(name, 0).encode()
+                # One write per LTX file: separate small writes of one frame cost a trip through
+                # quart and hypercorn each, and can wait on the replica's delayed ACK (Nagle).
+                parts = [LTXFrameStart(name).encode()]
+                parts += [encode_chunk(data[i : i + CHUNK_SIZE]) for i in range(0, len(data), CHUNK_SIZE)]
+                parts += [CHUNK_END, HWMFrame(name, 0).encode()]
+                yield b"".join(parts)
                 # The trailer's first 8 bytes are the post-apply checksum.
                 client = Pos(peek_header_bytes(data).max_txid, int.from_bytes(data[-16:-8], "big"))
         self.positions[name] = client

@@ -6,9 +6,10 @@
   ``?filter=`` from ``lease.databases``) and ``Litefs-Id``; adopt the primary's cluster ID if this node
   has none, refuse to stream from a primary of another cluster;
 * for every LTX frame: spool the file to ``ltx/``, check it (TXID continuity and pre-apply checksum for
-  incremental files, full file checksum), rename it into place and apply it under SQLite's EXCLUSIVE
-  lock taken through the mount (open readers never see half a transaction), then drop the kernel's
-  cached pages so those readers see the new data without reopening;
+  incremental files, full file checksum; a snapshot is decoded and checked by a thread while it
+  arrives), rename it into place and apply it under SQLite's EXCLUSIVE lock taken through the mount
+  (open readers never see half a transaction; a snapshot is applied in a worker thread), then drop
+  the kernel's cached pages so those readers see the new data without reopening;
 * READY marks the node ready; HEARTBEAT and applied LTX timestamps feed ``.lag``;
 * any error, EOF or END: wait ``lease.reconnect-delay`` and connect again. A position mismatch is such
   an error: on reconnect the primary notices and sends a snapshot.
@@ -59,6 +60,8 @@ log = logging.getLogger("litefs.replication")
 EXIT_FATAL = 99
 #: LTX files larger than this are applied in a worker thread (snapshots always are).
 THREAD_APPLY_BYTES = 4 << 20
+#: Bytes of an incoming snapshot that may wait for its verifier thread before receiving pauses.
+VERIFY_BACKLOG = 32 << 20
 #: Stream over h2c (LiteFS's Go client does) instead of HTTP/1.1 chunked. Off: the pure-Python HTTP/2
 #: stack (flow control, a frame object and its repr per 16 KiB) made a 96 MB snapshot take 2.6x as
 #: long as HTTP/1.1 here (11.5 s vs 4.5 s). Both primaries accept HTTP/1.1 on /stream: ours, and
@@ -259,6 +262,8 @@ class ReplicaClient:
                     if isinstance(event, LTXChunk):
                         assert spool is not None
                         spool.write(event.data)
+                        if spool.backlogged:
+                            await spool.catch_up()
                     elif isinstance(event, LTXFrameStart):
                         spool = _Spool(self.store.create_db(event.name))
                         spool.started = time.perf_counter()
@@ -391,13 +396,34 @@ class ReplicaClient:
 
 
 class _QueueReader:
-    """A blocking ``read(n)`` over chunks handed over through a queue (None marks the end)."""
+    """A blocking ``read(n)`` over chunks handed over through a queue (None marks the end).
+
+    ``pending`` counts the bytes queued but not read yet, so the producer can wait for the reader.
+    """
 
     def __init__(self) -> None:
         self.queue: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
         self._cur = b""
         self._pos = 0
         self._eof = False
+        self.pending = 0
+        self.cond = threading.Condition()
+
+    def put(self, data: bytes | None) -> None:
+        if data:
+            with self.cond:
+                self.pending += len(data)
+        self.queue.put(data)
+
+    def _got(self, n: int) -> None:
+        with self.cond:
+            self.pending -= n
+            self.cond.notify_all()
+
+    def wait_below(self, limit: int) -> None:
+        with self.cond:
+            while self.pending > limit and not self._eof:
+                self.cond.wait(1.0)
 
     def read(self, n: int = -1) -> bytes:
         parts: list[bytes] = []
@@ -408,9 +434,12 @@ class _QueueReader:
                     break
                 item = self.queue.get()
                 if item is None:
-                    self._eof = True
+                    with self.cond:
+                        self._eof = True
+                        self.cond.notify_all()
                     break
                 self._cur, self._pos = item, 0
+                self._got(len(item))
             take = min(need, len(self._cur) - self._pos)
             if take == len(self._cur) and self._pos == 0:
                 parts.append(self._cur)  # a whole chunk: no copy
@@ -426,7 +455,8 @@ class _StreamVerifier:
 
     The chunks go to the spool file and to this verifier's decoder (LZ4, page order, file checksum,
     snapshot checksum) at once, so when the last chunk is in, the file is already verified: no
-    second pass over a large snapshot before it is applied.
+    second pass over a large snapshot before it is applied. At most ``VERIFY_BACKLOG`` bytes wait
+    for the decoder; beyond that the receiver waits (memory stays flat whatever the snapshot size).
     """
 
     def __init__(self) -> None:
@@ -443,15 +473,22 @@ class _StreamVerifier:
             dec.verify()
         except BaseException as exc:  # reported by finish()
             self.error = exc
-            # Drain, so the producer never blocks on a full queue (SimpleQueue is unbounded anyway).
-            while self._reader.read(1 << 20):
+            while self._reader.read(1 << 20):  # drain, so a waiting receiver is released
                 pass
 
     def feed(self, data: bytes) -> None:
-        self._reader.queue.put(data)
+        self._reader.put(data)
+
+    @property
+    def backlogged(self) -> bool:
+        return self._reader.pending > VERIFY_BACKLOG
+
+    async def catch_up(self) -> None:
+        """Wait (in a worker thread) until the decoder is back under the backlog limit."""
+        await trio.to_thread.run_sync(self._reader.wait_below, VERIFY_BACKLOG // 2)
 
     def close(self) -> None:
-        self._reader.queue.put(None)
+        self._reader.put(None)
 
     def join(self) -> None:
         self._thread.join()
@@ -473,6 +510,15 @@ class _Spool:
         self._f = open(self.tmp, "wb")  # noqa: SIM115 - closed in finish/discard
         self._head = b""
         self._verifier: _StreamVerifier | None = None
+
+    @property
+    def backlogged(self) -> bool:
+        """True when the verifier lags too far behind: await :meth:`catch_up` before more writes."""
+        return self._verifier is not None and self._verifier.backlogged
+
+    async def catch_up(self) -> None:
+        if self._verifier is not None:
+            await self._verifier.catch_up()
 
     def write(self, data: bytes) -> None:
         self._f.write(data)

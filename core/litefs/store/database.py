@@ -124,6 +124,44 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+#: Pages gathered into one pwritev when applying (a snapshot is one long run of pages; < IOV_MAX).
+_WRITE_BATCH = 256
+
+
+def _write_pages(
+    fd: int, page_size: int, pages: Iterable[tuple[int, bytes]], tracker: ChecksumTracker
+) -> None:
+    """Write decoded pages at their offsets, consecutive ones with one pwritev per batch."""
+    run: list[bytes] = []
+    first = 0
+
+    def flush() -> None:
+        offset = (first - 1) * page_size
+        total = len(run) * page_size
+        written = os.pwritev(fd, run, offset)
+        if written < total:  # short write: finish the rest page by page
+            for i, data in enumerate(run):
+                end = (i + 1) * page_size
+                if end > written:
+                    start = max(written - i * page_size, 0)
+                    view = memoryview(data)[start:]
+                    pos = offset + i * page_size + start
+                    while view:
+                        n = os.pwrite(fd, view, pos)
+                        view, pos = view[n:], pos + n
+        run.clear()
+
+    for pgno, data in pages:
+        if run and (pgno != first + len(run) or len(run) >= _WRITE_BATCH):
+            flush()
+        if not run:
+            first = pgno
+        run.append(data)
+        tracker.set_page(pgno, data)
+    if run:
+        flush()
+
+
 def _pread_full(fd: int, size: int, offset: int) -> bytes:
     data = os.pread(fd, size, offset)
     while len(data) < size:
@@ -551,9 +589,7 @@ class Database:
             db_fd = self._db_fd_get()
             if self.tracker is None or self.tracker.page_size != h.page_size or h.is_snapshot:
                 self.tracker = ChecksumTracker(h.page_size)
-            for pgno, data in dec.pages():
-                os.pwrite(db_fd, data, (pgno - 1) * h.page_size)
-                self.tracker.set_page(pgno, data)
+            _write_pages(db_fd, h.page_size, dec.pages(), self.tracker)
             trailer = dec.trailer
             assert trailer is not None
         os.ftruncate(db_fd, h.commit * h.page_size)
@@ -876,9 +912,7 @@ class Database:
         try:
             with open(path, "rb") as f:
                 dec = Decoder(f)
-                for pgno, data in dec.pages():
-                    os.pwrite(fd, data, (pgno - 1) * header.page_size)
-                    self.tracker.set_page(pgno, data)
+                _write_pages(fd, header.page_size, dec.pages(), self.tracker)
                 trailer = dec.trailer
                 assert trailer is not None
             os.ftruncate(fd, header.commit * header.page_size)
