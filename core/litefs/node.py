@@ -75,6 +75,8 @@ class Node:
         self.election: Election | None = None
         #: Live /stream connections on the primary, by replica node ID (``%016X``).
         self.streams: dict[str, Any] = {}
+        #: The node's task nursery while it runs (for short helper tasks such as snapshot watchdogs).
+        self.nursery: trio.Nursery | None = None
         self._role_known = trio.Event()
         self._mounted_event = trio.Event()
         self._api_url = ""
@@ -290,6 +292,7 @@ class Node:
             node=self, register=make_route_registrar(app, self.plugin_rules)
         )
         async with trio.open_nursery() as nursery:
+            self.nursery = nursery
             nursery.start_soon(self._signals)
             nursery.start_soon(run_retention, self.store, self.config)
             self._api_url = await nursery.start(serve_http, app, self.config.http.addr, self._http_shutdown)

@@ -22,6 +22,7 @@ import contextlib
 import io
 import logging
 import os
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import TYPE_CHECKING, Any
@@ -30,6 +31,7 @@ import trio
 from quart import Response, request
 
 from litefs.events import TxEvent
+from litefs.fuse.locks import lock_shared
 from litefs.ltx import (
     EMPTY_DATABASE_CHECKSUM,
     FLAG_COMPRESS_LZ4,
@@ -40,7 +42,7 @@ from litefs.ltx import (
     lock_pgno,
     peek_header,
 )
-from litefs.replication.mountlock import mount_lock, run_in_thread
+from litefs.replication.mountlock import hold_locks, release_lock_fd, run_in_thread
 from litefs.replication.protocol import (
     CHUNK_END,
     DropDBFrame,
@@ -230,18 +232,62 @@ class ReplicaStream:
         time in a worker thread; only about one batch is held in memory whatever the database size.
         """
         db = snap.db
+        cfg = self.node.config
+        limit = cfg.http.snapshot_timeout or cfg.data.retention
         lock = (
-            mount_lock(os.path.join(self.node.mount_dir, db.name), exclusive=False)
+            hold_locks(
+                lambda: _ReleasableLock(lock_shared(os.path.join(self.node.mount_dir, db.name), 10.0)),
+                _ReleasableLock.release,
+            )
             if db.page_count
-            else contextlib.nullcontext()
+            else _as_async(contextlib.nullcontext())
         )
-        async with _as_async(lock):
-            snap.start()
-            log.info("%s: sending snapshot at txid %016x to %s", db.name, snap.pos.txid, self.replica_id)
-            yield LTXFrameStart(db.name).encode()
-            while chunk := await run_in_thread(snap.next_chunk):
-                yield encode_chunk(chunk)
-            yield CHUNK_END
+        done = trio.Event()
+        async with lock as held:
+            if held is not None and limit > 0 and self.node.nursery is not None:
+                # A replica that stops reading would keep writers out for as long as the lock is
+                # held: after http.snapshot-timeout (default data.retention) the lock goes, and the
+                # stream ends with an error at its next chunk.
+                self.node.nursery.start_soon(_snapshot_watchdog, held, limit, done)
+            try:
+                snap.start()
+                log.info("%s: sending snapshot at txid %016x to %s", db.name, snap.pos.txid, self.replica_id)
+                yield LTXFrameStart(db.name).encode()
+                while chunk := await run_in_thread(snap.next_chunk):
+                    if held is not None and held.released:
+                        raise SnapshotError(f"snapshot {db.name}: not sent within {limit:g}s, aborted")
+                    yield encode_chunk(chunk)
+                yield CHUNK_END
+            finally:
+                done.set()
+
+
+class _ReleasableLock:
+    """SHARED lock fd that the stream or its watchdog may release, whichever comes first, once."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.released = False
+        self._mu = threading.Lock()
+
+    def release(self) -> None:
+        with self._mu:
+            if self.released:
+                return
+            self.released = True
+        release_lock_fd(self.fd)
+
+
+async def _snapshot_watchdog(held: _ReleasableLock, limit: float, done: trio.Event) -> None:
+    with trio.move_on_after(limit):
+        await done.wait()
+        return
+    if not done.is_set():
+        log.warning("snapshot not sent within %gs: releasing its lock, the stream ends", limit)
+        try:
+            held.release()
+        except OSError as exc:  # never take the node down from here
+            log.error("snapshot watchdog: releasing the lock failed: %s", exc)
 
 
 @contextlib.asynccontextmanager
