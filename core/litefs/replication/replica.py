@@ -61,7 +61,7 @@ EXIT_FATAL = 99
 #: LTX files larger than this are applied in a worker thread (snapshots always are).
 THREAD_APPLY_BYTES = 4 << 20
 #: Bytes of an incoming snapshot that may wait for its verifier thread before receiving pauses.
-VERIFY_BACKLOG = 32 << 20
+VERIFY_BACKLOG = 8 << 20
 #: Stream over h2c (LiteFS's Go client does) instead of HTTP/1.1 chunked. Off: the pure-Python HTTP/2
 #: stack (flow control, a frame object and its repr per 16 KiB) made a 96 MB snapshot take 2.6x as
 #: long as HTTP/1.1 here (11.5 s vs 4.5 s). Both primaries accept HTTP/1.1 on /stream: ours, and
