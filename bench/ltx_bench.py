@@ -31,6 +31,7 @@ import crcmod
 from litefs.ltx import ChecksumTracker, Decoder, database_checksum, write_snapshot
 from litefs.ltx.apply import read_sqlite_geometry
 from litefs.ltx.checksum import CHECKSUM_FLAG, iter_db_pages
+from litefs.sqlite.wal import wal_checksum, wal_checksum_py
 
 _crcmod_iso = crcmod.mkCrcFun(0x1000000000000001B, initCrc=0, rev=True, xorOut=0xFFFFFFFFFFFFFFFF)
 
@@ -117,6 +118,19 @@ def main() -> None:
         record("db checksum, fastcrc", best(lambda: database_checksum(db, page_size, commit), r), mb)
         assert crcmod_checksum(db, page_size, commit) == want
         record("db checksum, crcmod C ext", best(lambda: crcmod_checksum(db, page_size, commit), r), mb)
+
+        # SQLite's WAL frame checksum over 1024 pages: every WAL commit validates its frames with it.
+        wal_pages = [random.Random(n).randbytes(page_size) for n in range(1024)]
+        wal_mb = len(wal_pages) * page_size / 2**20
+
+        def wal_run(fn: Callable[[bytes, int, int, bool], tuple[int, int]]) -> None:
+            s = (1, 2)
+            for page in wal_pages:
+                s = fn(page, s[0], s[1], False)
+
+        for label, fn in (("numpy, chosen", wal_checksum), ("pure Python", wal_checksum_py)):
+            secs = best(lambda fn=fn: wal_run(fn), r)
+            record(f"WAL checksum, {label}", secs, wal_mb, f"{secs / len(wal_pages) * 1e6:.1f} us/page")
 
         tracker = ChecksumTracker.from_file(db, page_size, commit)
         record("tracker full scan", best(lambda: ChecksumTracker.from_file(db, page_size, commit), r), mb)

@@ -33,6 +33,13 @@ def fuse_counters(node: LiteFSNode) -> dict[str, int]:
     return node.get("/debug/vars").json()["fuse"]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process: less sensitive to a busy host than throughput is."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def inserts_per_second(path: str, mode: str, sync: str, seconds: float) -> tuple[float, int]:
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute(f"PRAGMA journal_mode={mode}")
@@ -94,18 +101,21 @@ def main() -> None:
         node.start()
         for mode in args.modes.split(","):
             for sync in SYNCS:
-                ratios, plain_r, mount_r, reqs = [], [], [], []
+                ratios, plain_r, mount_r, reqs, cpu = [], [], [], [], []
                 for rnd in range(args.rounds):
                     tag = f"{mode}_{sync}_{rnd}"
                     p_rate, _ = inserts_per_second(os.path.join(plain_dir, tag), mode, sync, args.seconds)
                     before = fuse_counters(node)
+                    cpu_before = cpu_seconds(node.proc.pid)
                     m_rate, m_n = inserts_per_second(node.path(tag), mode, sync, args.seconds)
+                    cpu_after = cpu_seconds(node.proc.pid)
                     after = fuse_counters(node)
                     total = sum(after.values()) - sum(before.values())
                     plain_r.append(p_rate)
                     mount_r.append(m_rate)
                     ratios.append(m_rate / p_rate)
                     reqs.append(total / max(m_n, 1))
+                    cpu.append((cpu_after - cpu_before) / max(m_n, 1) * 1e6)
                 results.append(
                     {
                         "bench": "insert_tx",
@@ -115,6 +125,7 @@ def main() -> None:
                         "mount_per_s": round(statistics.median(mount_r), 1),
                         "ratio": round(statistics.median(ratios), 3),
                         "fuse_requests_per_tx": round(statistics.median(reqs), 1),
+                        "node_cpu_us_per_tx": round(statistics.median(cpu)),
                     }
                 )
                 print(json.dumps(results[-1]), flush=True)
@@ -151,11 +162,12 @@ def main() -> None:
     print()
     print(
         f"{'benchmark':<14} {'mode':<9} {'sync':<7} {'plain/s':>10} {'mount/s':>10} {'ratio':>7} {'req/op':>7}"
+        f" {'node CPU us/tx':>15}"
     )
     for r in results:
         print(
             f"{r['bench']:<14} {r['mode']:<9} {r['sync']:<7} {r['plain_per_s']:>10.0f} {r['mount_per_s']:>10.0f} "
-            f"{r['ratio']:>7.3f} {r['fuse_requests_per_tx']:>7}"
+            f"{r['ratio']:>7.3f} {r['fuse_requests_per_tx']:>7} {r.get('node_cpu_us_per_tx', '-'):>15}"
         )
 
 

@@ -13,6 +13,7 @@ After every role change the election loop runs :meth:`Node.recover_databases` (L
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -60,6 +61,8 @@ EXIT_FATAL = 99
 ROLE_WAIT_TIMEOUT = 10.0
 #: How long shutdown waits for plugin services (the app) to stop before unmounting anyway.
 SERVICE_STOP_TIMEOUT = 45.0
+#: Export copies made in a worker thread before the copy is made on the trio thread (WAL races).
+EXPORT_ATTEMPTS = 3
 #: How often a replica checks that the lease still names the primary it follows.
 LEASE_WATCH_INTERVAL = 1.0
 
@@ -82,6 +85,8 @@ class Node:
         self.election: Election | None = None
         #: Live /stream connections on the primary, by replica node ID (``%016X``).
         self.streams: dict[str, Any] = {}
+        #: The node's task nursery while it runs (for short helper tasks such as snapshot watchdogs).
+        self.nursery: trio.Nursery | None = None
         self._role_known = trio.Event()
         #: Set (then replaced) whenever the lease backend's watch reports a change.
         self.lease_changed = trio.Event()
@@ -280,14 +285,20 @@ class Node:
     # -- database operations that need the mount -----------------------------------------------
 
     async def import_database(self, name: str, src_path: str) -> None:
-        """Replace (or create) a database from a SQLite file, under SQLite's EXCLUSIVE lock."""
+        """Replace (or create) a database from a SQLite file, under SQLite's EXCLUSIVE lock.
+
+        Encoding and applying read and write the whole file: that runs in a worker thread so the
+        node keeps answering FUSE and HTTP meanwhile; listeners hear of the commit on this thread.
+        """
         db = self.store.db(name)
         existing = db is not None and db.exists() and db.page_count > 0
         if not existing:
             created = db is None
             db = self.store.create_db(name)
             try:
-                db.import_database(src_path)
+                result = await trio.to_thread.run_sync(
+                    functools.partial(db.import_database, src_path, notify=False)
+                )
             except BaseException:
                 if created:
                     self.store.discard_db(name)
@@ -295,25 +306,49 @@ class Node:
         else:
             assert db is not None
             async with sqlite_lock(os.path.join(self.mount_dir, name), exclusive=True):
-                db.import_database(src_path)
+                result = await trio.to_thread.run_sync(
+                    functools.partial(db.import_database, src_path, notify=False)
+                )
                 await trio.to_thread.run_sync(self.fs.invalidate_db_sync, name)
+            db.notify_commit(result)
             return
         await trio.to_thread.run_sync(self.fs.invalidate_db_sync, name)
+        db.notify_commit(result)
 
     async def export_database(self, name: str) -> str:
-        """Copy the committed database to a temp file under SQLite's SHARED lock; return its path."""
+        """Copy the committed database to a temp file under SQLite's SHARED lock; return its path.
+
+        The copy runs in a worker thread. SHARED keeps rollback-mode writers out, but not WAL-mode
+        ones: if a commit or a WAL restart happened during the copy it is redone, and after a few
+        such races the copy is made on this thread, where no commit can interleave.
+        """
         db = self.store.db(name)
         if db is None:
             raise StoreError(f"database not found: {name}")
         fd, tmp = tempfile.mkstemp(prefix=".export-", suffix=".tmp", dir=self.config.data.dir)
+
+        def copy(state: tuple[Any, ...]) -> None:
+            os.ftruncate(fd, 0)
+            os.lseek(fd, 0, os.SEEK_SET)
+            for chunk in db.read_database(state):
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view) :]
+
         try:
             async with sqlite_lock(os.path.join(self.mount_dir, name), exclusive=False):
-                with os.fdopen(fd, "wb") as f:
-                    for chunk in db.read_database():
-                        f.write(chunk)
+                for _ in range(EXPORT_ATTEMPTS):
+                    state = db.export_state()
+                    await trio.to_thread.run_sync(copy, state)
+                    if (db.pos, db.wal.generation) == state[:2]:
+                        break
+                else:
+                    copy(db.export_state())
         except BaseException:
             os.unlink(tmp)
             raise
+        finally:
+            os.close(fd)
         return tmp
 
     # -- running -------------------------------------------------------------------------------
@@ -400,6 +435,7 @@ class Node:
             node=self, register=make_route_registrar(app, self.plugin_rules)
         )
         async with trio.open_nursery() as nursery:
+            self.nursery = nursery
             nursery.start_soon(self._signals)
             nursery.start_soon(run_retention, self.store, self.config, self._ltx_reaped)
             self._api_url = await nursery.start(serve_http, app, self.config.http.addr, self._http_shutdown)

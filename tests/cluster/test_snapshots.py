@@ -179,3 +179,22 @@ def test_snapshot_slower_than_snapshot_timeout_is_abandoned_and_retried(cluster:
     wait_until(lambda: same_pos(primary, replica, "db"), timeout=60, what="snapshot with the default timeout")
     r = cluster.connect(replica.path("db"))
     assert r.execute("SELECT count(*) FROM t") == [[6000]]
+
+
+def test_snapshot_timeout_aborts_a_slow_snapshot_and_frees_writers(cluster: Cluster) -> None:
+    # The primary holds SQLite's SHARED lock while a snapshot streams; http.snapshot-timeout bounds
+    # that. A 1 ms limit cannot stream 8 MB: every attempt is aborted, the lock is released, and
+    # writes on the primary go on.
+    primary = cluster.primary(config={"http": {"snapshot-timeout": "1ms"}})
+    conn = cluster.connect(primary.path("db"), journal_mode="delete")
+    conn.execute("CREATE TABLE t (x)")
+    conn.execute(
+        "INSERT INTO t WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000) "
+        "SELECT randomblob(4000) FROM n"
+    )
+    replica = cluster.replica(start=False)
+    replica.start(wait=False)
+    wait_until(lambda: "not sent within" in primary.log(), timeout=30, what="an aborted snapshot")
+    conn.execute("INSERT INTO t VALUES (1)")  # not blocked by a snapshot's lock
+    assert primary.pos("db").startswith("0000000000000003/")
+    assert not os.path.exists(replica.path("db"))  # no half snapshot was ever applied

@@ -7,6 +7,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
 
 import httpx
 import pytest
@@ -103,6 +104,51 @@ def test_export_round_trip_and_not_found(node: LiteFSNode, tmp_path, connect) ->
     out = litefs("export", "-name", "missing", "-url", node.url, dst)
     assert out.returncode == 1
     assert "database not found" in out.stderr
+
+
+def test_info_answers_during_a_large_import(node: LiteFSNode, tmp_path, connect) -> None:
+    # A 96 MiB import: encoding and applying it takes seconds. That file I/O runs in a worker thread,
+    # so /info (and FUSE) are answered while it runs, not after it.
+    src = str(tmp_path / "big.db")
+    conn = sqlite3.connect(src)
+    conn.execute("CREATE TABLE t (v BLOB)")
+    conn.execute(
+        "INSERT INTO t WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 24000) "
+        "SELECT randomblob(4000) FROM n"
+    )
+    conn.commit()
+    conn.close()
+    ltx_dir = os.path.join(node.data_dir, "dbs", "big", "ltx")
+    done = threading.Event()
+    result: dict[str, object] = {}
+
+    def run_import() -> None:
+        try:
+            with open(src, "rb") as f:
+                result["status"] = httpx.post(
+                    node.url + "/import", params={"name": "big"}, content=f, timeout=300
+                ).status_code
+        finally:
+            done.set()
+
+    worker = threading.Thread(target=run_import)
+    worker.start()
+    try:
+        # Wait until the node is encoding the LTX file (its temp file exists), then ask for /info.
+        while not done.is_set():
+            if os.path.isdir(ltx_dir) and any(n.endswith(".tmp") for n in os.listdir(ltx_dir)):
+                break
+            done.wait(0.005)
+        assert not done.is_set(), f"import finished before it could be observed: {result}"
+        r = node.get("/info")
+        assert r.status_code == 200 and r.json()["isPrimary"] is True
+        assert not done.is_set(), "/info was answered only after the import finished"
+    finally:
+        worker.join(timeout=300)
+    assert result["status"] == 200
+    c = connect(node.path("big"))
+    assert c.execute("SELECT count(*) FROM t") == [[24000]]
+    assert node.pos("big").split("/")[1] == file_checksum(src)
 
 
 def test_events_stream(node: LiteFSNode, connect) -> None:

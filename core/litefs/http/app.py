@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("litefs.http")
 
+#: Bytes of an import body gathered before one write to the temp file (in a worker thread).
+IMPORT_SPOOL_BYTES = 4 << 20
+
 CORE_RULES = ("/info", "/import", "/export", "/events", "/debug/vars", *API_V1_RULES, *HALT_RULES)
 
 
@@ -85,8 +88,18 @@ def create_app(node: Node) -> QuartTrio:
         fd, tmp = tempfile.mkstemp(prefix=".import-", suffix=".tmp", dir=node.config.data.dir)
         try:
             with os.fdopen(fd, "wb") as f:
+                # Spool the body in a worker thread, a few MiB at a time, not on the event loop.
+                pending: list[bytes] = []
+                size = 0
                 async for chunk in request.body:
-                    f.write(chunk)
+                    pending.append(chunk)
+                    size += len(chunk)
+                    if size >= IMPORT_SPOOL_BYTES:
+                        await trio.to_thread.run_sync(f.write, b"".join(pending))
+                        pending, size = [], 0
+                if pending:
+                    await trio.to_thread.run_sync(f.write, b"".join(pending))
+                await trio.to_thread.run_sync(f.flush)
             await node.import_database(name, tmp)
         except StoreError as exc:
             return error(str(exc), 400 if "not a SQLite database" in str(exc) else 500)
@@ -110,9 +123,8 @@ def create_app(node: Node) -> QuartTrio:
         async def body() -> AsyncIterator[bytes]:
             try:
                 with open(path, "rb") as f:
-                    while chunk := f.read(1 << 20):
+                    while chunk := await trio.to_thread.run_sync(f.read, 1 << 20):
                         yield chunk
-                        await trio.lowlevel.checkpoint()
             finally:
                 os.unlink(path)
 

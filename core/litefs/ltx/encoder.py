@@ -52,7 +52,7 @@ class Encoder:
         """Pages encoded so far."""
         self.trailer: Trailer | None = None
         # The file checksum covers the uncompressed logical stream, so it is independent of the LZ4 output.
-        raw = header.to_bytes()
+        raw = header.to_bytes(validate=False)  # validated just above
         self._crc = _go_iso(raw)
         # Snapshots carry the whole database: fold each page checksum so finish() can check post-apply.
         self._db_acc = 0

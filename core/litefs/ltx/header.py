@@ -64,23 +64,38 @@ class Header:
 
     def validate(self) -> None:
         """Check every LTX v1 header rule; raise ``LTXError`` naming the first broken one."""
-        for name, lo, hi in (
-            ("flags", 0, _U32),
-            ("page_size", 0, _U32),
-            ("commit", 0, _U32),
-            ("min_txid", 0, _U64),
-            ("max_txid", 0, _U64),
-            ("timestamp", _I64_MIN, _I64_MAX),
-            ("pre_apply_checksum", 0, _U64),
-            ("wal_offset", _I64_MIN, _I64_MAX),
-            ("wal_size", _I64_MIN, _I64_MAX),
-            ("wal_salt1", 0, _U32),
-            ("wal_salt2", 0, _U32),
-            ("node_id", 0, _U64),
+        # Every commit validates a header, so the common case (all plain ints in range) is checked in
+        # one pass; only a failure walks the fields one by one to name the culprit.
+        values = (
+            self.flags,
+            self.page_size,
+            self.commit,
+            self.min_txid,
+            self.max_txid,
+            self.timestamp,
+            self.pre_apply_checksum,
+            self.wal_offset,
+            self.wal_size,
+            self.wal_salt1,
+            self.wal_salt2,
+            self.node_id,
+        )
+        if not (
+            all(type(v) is int for v in values)
+            and 0 <= self.flags <= _U32
+            and 0 <= self.page_size <= _U32
+            and 0 <= self.commit <= _U32
+            and 0 <= self.min_txid <= _U64
+            and 0 <= self.max_txid <= _U64
+            and _I64_MIN <= self.timestamp <= _I64_MAX
+            and 0 <= self.pre_apply_checksum <= _U64
+            and _I64_MIN <= self.wal_offset <= _I64_MAX
+            and _I64_MIN <= self.wal_size <= _I64_MAX
+            and 0 <= self.wal_salt1 <= _U32
+            and 0 <= self.wal_salt2 <= _U32
+            and 0 <= self.node_id <= _U64
         ):
-            value = getattr(self, name)
-            if not _int_in(value, lo, hi):
-                raise LTXError(f"invalid LTX header: {name} {value!r} out of range")
+            self._validate_fields()
         if self.flags & ~FLAG_MASK:
             raise LTXError(f"invalid LTX header: unsupported flags 0x{self.flags:08x} (offset 4)")
         if not is_valid_page_size(self.page_size):
@@ -112,9 +127,29 @@ class Header:
                 "checksum flag (offset 40)"
             )
 
-    def to_bytes(self) -> bytes:
-        """Validate and serialise to exactly 100 bytes."""
-        self.validate()
+    def _validate_fields(self) -> None:
+        for name, lo, hi in (
+            ("flags", 0, _U32),
+            ("page_size", 0, _U32),
+            ("commit", 0, _U32),
+            ("min_txid", 0, _U64),
+            ("max_txid", 0, _U64),
+            ("timestamp", _I64_MIN, _I64_MAX),
+            ("pre_apply_checksum", 0, _U64),
+            ("wal_offset", _I64_MIN, _I64_MAX),
+            ("wal_size", _I64_MIN, _I64_MAX),
+            ("wal_salt1", 0, _U32),
+            ("wal_salt2", 0, _U32),
+            ("node_id", 0, _U64),
+        ):
+            value = getattr(self, name)
+            if not _int_in(value, lo, hi):
+                raise LTXError(f"invalid LTX header: {name} {value!r} out of range")
+
+    def to_bytes(self, *, validate: bool = True) -> bytes:
+        """Serialise to exactly 100 bytes, validating first unless the caller just did."""
+        if validate:
+            self.validate()
         return _HEADER.pack(
             MAGIC,
             self.flags,

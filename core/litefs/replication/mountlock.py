@@ -82,6 +82,11 @@ async def mount_lock(path: str, *, exclusive: bool, timeout: float = 10.0) -> As
         yield
 
 
+def release_lock_fd(fd: int) -> None:
+    """Release what :func:`litefs.fuse.locks.lock_shared` / ``lock_exclusive`` took, without waiting."""
+    _release(fd)
+
+
 def _release(fd: int) -> None:
     _unlock_all(fd)
     threading.Thread(target=os.close, args=(fd,), name="litefs-close", daemon=True).start()
@@ -91,4 +96,4 @@ def _unlock_all(fd: int) -> None:
     fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _FLOCK.pack(fcntl.F_UNLCK, os.SEEK_SET, 0, 0, 0))
 
 
-__all__ = ["hold_locks", "mount_lock", "run_in_thread"]
+__all__ = ["hold_locks", "mount_lock", "release_lock_fd", "run_in_thread"]

@@ -18,18 +18,20 @@ so a LiteFS Go replica, which insists on h2c, can stream from us; we do not answ
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
-import tempfile
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 from quart import Response, request
 
 from litefs.events import LTXSentEvent, ReplicaPosition, TxEvent
+from litefs.fuse.locks import lock_shared
 from litefs.ltx import (
     EMPTY_DATABASE_CHECKSUM,
     FLAG_COMPRESS_LZ4,
@@ -40,7 +42,7 @@ from litefs.ltx import (
     lock_pgno,
     peek_header,
 )
-from litefs.replication.mountlock import mount_lock, run_in_thread
+from litefs.replication.mountlock import hold_locks, release_lock_fd, run_in_thread
 from litefs.replication.protocol import (
     CHUNK_END,
     DropDBFrame,
@@ -67,8 +69,6 @@ log = logging.getLogger("litefs.replication")
 
 #: Seconds without a commit after which a HEARTBEAT is sent (LiteFS: 1 s ticker).
 HEARTBEAT_INTERVAL = 1.0
-#: Snapshot attempts before the stream ends (a WAL checkpoint during one makes it start over).
-SNAPSHOT_ATTEMPTS = 5
 #: Bytes of an LTX file per wire chunk (LiteFS copies with a 32 KiB buffer).
 CHUNK_SIZE = 32768
 #: Bytes of a snapshot read and sent per write (as 64 KiB wire chunks).
@@ -167,8 +167,11 @@ class ReplicaStream:
                     self._changed = trio.Event()
                     dirty = set(self._dirty)
             except SnapshotError as exc:
-                # END makes the replica reconnect after its reconnect-delay and ask again.
-                log.warning("%s; ending the stream to replica %s", exc, self.replica_id or "?")
+                # The replica is inside an LTX frame: only a broken connection makes it drop the
+                # partial file (an END frame would be read as chunk data). It reconnects after its
+                # reconnect-delay and asks again.
+                log.warning("%s; breaking the stream to replica %s", exc, self.replica_id or "?")
+                raise
             yield EndFrame().encode()
         finally:
             self.close()
@@ -198,21 +201,18 @@ class ReplicaStream:
             txid = client.txid + 1
             data = None if txid == 1 else self._read_ltx(db, txid, client)
             if data is None:
-                path, snap_pos = await self._snapshot(db)
-                try:
-                    async for piece in self._send_file(name, path):
-                        yield piece
-                    nbytes = os.path.getsize(path)
-                finally:
-                    os.unlink(path)
-                client = snap_pos
-                self._report_sent(name, 1, snap_pos.txid, nbytes, snapshot=True)
+                snap = SnapshotEncoder(db, self.store.node_id, self.store.compress)
+                async for piece in self._send_snapshot(snap):
+                    yield piece
+                client = snap.pos
+                self._report_sent(name, 1, client.txid, snap.sent_bytes, snapshot=True)
             else:
-                yield LTXFrameStart(name).encode()
-                for start in range(0, len(data), CHUNK_SIZE):
-                    yield encode_chunk(data[start : start + CHUNK_SIZE])
-                yield CHUNK_END
-                yield HWMFrame(name, 0).encode()
+                # One write per LTX file: separate small writes of one frame cost a trip through
+                # quart and hypercorn each, and can wait on the replica's delayed ACK (Nagle).
+                parts = [LTXFrameStart(name).encode()]
+                parts += [encode_chunk(data[i : i + CHUNK_SIZE]) for i in range(0, len(data), CHUNK_SIZE)]
+                parts += [CHUNK_END, HWMFrame(name, 0).encode()]
+                yield b"".join(parts)
                 # The trailer's first 8 bytes are the post-apply checksum.
                 client = Pos(peek_header_bytes(data).max_txid, int.from_bytes(data[-16:-8], "big"))
                 self._report_sent(name, txid, client.txid, len(data), snapshot=False)
@@ -270,48 +270,178 @@ class ReplicaStream:
             return None
         return data
 
-    async def _send_file(self, name: str, path: str) -> AsyncIterator[bytes]:
-        yield LTXFrameStart(name).encode()
-        with open(path, "rb") as f:
-            # One write per MiB: each yield costs a trip through quart and hypercorn.
-            while data := f.read(SEND_SIZE):
-                yield encode_chunk(data)
-        yield CHUNK_END
+    async def _send_snapshot(self, snap: SnapshotEncoder) -> AsyncIterator[bytes]:
+        """Stream a snapshot of ``snap.db`` as it is encoded: no temp file, no second pass.
 
-    async def _snapshot(self, db: Database) -> tuple[str, Pos]:
-        """Write a snapshot of ``db`` at its current position to a temp file; return (path, position).
-
-        SQLite's SHARED lock (taken through the mount) keeps rollback-mode writers out while the
-        pages are read. WAL-mode writers do not need that lock, so the pages are read through a
-        :class:`SnapshotView` captured at one position; commits after it append WAL frames the view
-        does not use, and a checkpoint or WAL restart meanwhile makes the attempt start over.
-        The temp file is streamed after the lock is released.
+        SQLite's SHARED lock (taken through the mount) keeps rollback-mode writers out until the last
+        page is read. WAL-mode writers do not need that lock, so the pages are read through a
+        :class:`SnapshotView` captured at one position: commits after it append WAL frames the view
+        does not use, and a checkpoint or WAL restart meanwhile aborts the stream (the replica
+        reconnects for a fresh snapshot); the checksum is computed while encoding and
+        checked before the trailer goes out (a mismatch aborts the stream instead, and the replica
+        reconnects for a fresh snapshot). Pages are read, checksummed and compressed a batch at a
+        time in a worker thread; only about one batch is held in memory whatever the database size.
         """
-        fd, tmp = tempfile.mkstemp(prefix=".snapshot-", suffix=".tmp", dir=self.store.data_dir)
-        os.close(fd)
+        db = snap.db
+        cfg = self.node.config
+        limit = cfg.http.snapshot_timeout or cfg.data.retention
+        lock = (
+            hold_locks(
+                lambda: _ReleasableLock(lock_shared(os.path.join(self.node.mount_dir, db.name), 10.0)),
+                _ReleasableLock.release,
+            )
+            if db.page_count
+            else _as_async(contextlib.nullcontext())
+        )
+        done = trio.Event()
+        async with lock as held:
+            if held is not None and limit > 0 and self.node.nursery is not None:
+                # A replica that stops reading would keep writers out for as long as the lock is
+                # held: after http.snapshot-timeout (default data.retention) the lock goes, and the
+                # stream ends with an error at its next chunk.
+                self.node.nursery.start_soon(_snapshot_watchdog, held, limit, done)
+            try:
+                snap.start()
+                log.info("%s: sending snapshot at txid %016x to %s", db.name, snap.pos.txid, self.replica_id)
+                yield LTXFrameStart(db.name).encode()
+                while chunk := await run_in_thread(snap.next_chunk):
+                    if held is not None and held.released:
+                        raise SnapshotError(f"snapshot {db.name}: not sent within {limit:g}s, aborted")
+                    yield encode_chunk(chunk)
+                yield CHUNK_END
+            finally:
+                done.set()
+
+
+class _ReleasableLock:
+    """SHARED lock fd that the stream or its watchdog may release, whichever comes first, once."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.released = False
+        self._mu = threading.Lock()
+
+    def release(self) -> None:
+        with self._mu:
+            if self.released:
+                return
+            self.released = True
+        release_lock_fd(self.fd)
+
+
+async def _snapshot_watchdog(held: _ReleasableLock, limit: float, done: trio.Event) -> None:
+    with trio.move_on_after(limit):
+        await done.wait()
+        return
+    if not done.is_set():
+        log.warning("snapshot not sent within %gs: releasing its lock, the stream ends", limit)
         try:
-            for attempt in range(1, SNAPSHOT_ATTEMPTS + 1):
-                try:
-                    if db.page_count == 0:
-                        view = db.snapshot_view()
-                        _write_snapshot_file(tmp, view, self.store.node_id, self.store.compress)
-                    else:
-                        async with mount_lock(os.path.join(self.node.mount_dir, db.name), exclusive=False):
-                            view = db.snapshot_view()
-                            await run_in_thread(
-                                _write_snapshot_file, tmp, view, self.store.node_id, self.store.compress
-                            )
-                    break
-                except SnapshotError as exc:
-                    if attempt == SNAPSHOT_ATTEMPTS:
-                        raise
-                    log.info("%s (attempt %d of %d), retrying", exc, attempt, SNAPSHOT_ATTEMPTS)
-        except BaseException:
-            os.unlink(tmp)
-            raise
-        pos = view.pos
-        log.info("%s: sending snapshot at txid %016x to %s", db.name, pos.txid, self.replica_id)
-        return tmp, pos
+            held.release()
+        except OSError as exc:  # never take the node down from here
+            log.error("snapshot watchdog: releasing the lock failed: %s", exc)
+
+
+@contextlib.asynccontextmanager
+async def _as_async(cm: Any) -> AsyncIterator[None]:
+    """Enter an async or a plain context manager."""
+    if hasattr(cm, "__aenter__"):
+        async with cm:
+            yield
+    else:
+        with cm:
+            yield
+
+
+class _Sink:
+    """The file object the snapshot encoder writes to: keeps the output until it is taken."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.size = 0
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        self.parts.append(bytes(data))
+        self.size += len(data)
+        return len(data)
+
+    def take(self) -> bytes:
+        out = b"".join(self.parts)
+        self.parts.clear()
+        self.size = 0
+        return out
+
+
+class SnapshotEncoder:
+    """Encode pages 1..page count of a database as a snapshot LTX file, one piece at a time.
+
+    :meth:`start` (on the trio thread, with the lock held) fixes the position; :meth:`next_chunk`
+    (in a worker thread) returns the next ~``SEND_SIZE`` bytes of the file, then b"" at the end.
+    The snapshot checksum is folded in as pages are encoded; the trailer is written only when it
+    equals the position's checksum (else SnapshotError).
+    """
+
+    def __init__(self, db: Database, node_id: int, compress: bool) -> None:
+        self.db = db
+        self.node_id = node_id
+        self.compress = compress
+        self.pos = db.pos
+        self.view: SnapshotView | None = None
+        self.sent_bytes = 0
+        self._sink = _Sink()
+        self._enc: Encoder | None = None
+        self._pgno = 1
+        self._done = False
+
+    def start(self) -> None:
+        self.view = view = self.db.snapshot_view()
+        self.pos = view.pos
+        self.page_size, self.commit = view.page_size, view.page_count
+        header = Header(
+            flags=FLAG_COMPRESS_LZ4 if self.compress else 0,
+            page_size=self.page_size,
+            commit=self.commit,
+            min_txid=1,
+            max_txid=self.pos.txid,
+            timestamp=wall_ms(),
+            pre_apply_checksum=0,
+            node_id=self.node_id,
+        )
+        self._enc = Encoder(self._sink, header)
+
+    def next_chunk(self) -> bytes:
+        enc = self._enc
+        assert enc is not None, "start() first"
+        if self._done:
+            return b""
+        db, commit, view = self.db, self.commit, self.view
+        assert view is not None
+        lock = lock_pgno(self.page_size) if commit else 0
+        while self._sink.size < SEND_SIZE and self._pgno <= commit:
+            pgno = self._pgno
+            self._pgno += 1
+            if pgno == lock:
+                continue
+            # The committed page as of the view: in WAL mode its newest committed frame then, else
+            # the file's copy.
+            try:
+                data = view.read_page(pgno)
+            except (StoreError, OSError, SQLiteFormatError) as exc:
+                raise SnapshotError(f"snapshot {db.name}: {exc}") from exc
+            enc.encode_page(pgno, data)
+        if not view.still_valid():
+            raise SnapshotError(f"snapshot {db.name}: a checkpoint ran while the pages were read")
+        if self._pgno > commit:
+            actual = enc.snapshot_checksum if commit else EMPTY_DATABASE_CHECKSUM
+            if actual != self.pos.post_apply_checksum:
+                raise SnapshotError(
+                    f"snapshot {db.name}: snapshot checksum mismatch: pages give {actual:016x}, "
+                    f"position is {self.pos}"
+                )
+            enc.finish(actual)
+            self._done = True
+        out = self._sink.take()
+        self.sent_bytes += len(out)
+        return out
 
 
 def wall_ms() -> int:
@@ -321,43 +451,6 @@ def wall_ms() -> int:
 
 def peek_header_bytes(data: bytes) -> Header:
     return peek_header(io.BytesIO(data))
-
-
-def _write_snapshot_file(path: str, view: SnapshotView, node_id: int, compress: bool) -> None:
-    """Encode pages 1..page count of ``view`` as a snapshot LTX (TXIDs 1..its TXID) into ``path``."""
-    page_size, commit, pos, name = view.page_size, view.page_count, view.pos, view.db.name
-    header = Header(
-        flags=FLAG_COMPRESS_LZ4 if compress else 0,
-        page_size=page_size,
-        commit=commit,
-        min_txid=1,
-        max_txid=pos.txid,
-        timestamp=wall_ms(),
-        pre_apply_checksum=0,
-        node_id=node_id,
-    )
-    with open(path, "wb") as out:
-        enc = Encoder(out, header)
-        if commit:
-            lock = lock_pgno(page_size)
-            for pgno in range(1, commit + 1):
-                if pgno == lock:
-                    continue
-                try:
-                    data = view.read_page(pgno)
-                except (StoreError, OSError, SQLiteFormatError) as exc:
-                    raise SnapshotError(f"snapshot {name}: {exc}") from exc
-                enc.encode_page(pgno, data)
-            actual = enc.snapshot_checksum
-        else:
-            actual = EMPTY_DATABASE_CHECKSUM
-        if not view.still_valid():
-            raise SnapshotError(f"snapshot {name}: a checkpoint ran while the pages were read")
-        if actual != pos.post_apply_checksum:
-            raise SnapshotError(
-                f"snapshot {name}: snapshot checksum mismatch: pages give {actual:016x}, position is {pos}"
-            )
-        enc.finish(actual)
 
 
 def register_stream(app: QuartTrio, node: Node) -> None:
@@ -393,6 +486,7 @@ __all__ = [
     "CHUNK_SIZE",
     "HEARTBEAT_INTERVAL",
     "ReplicaStream",
+    "SnapshotEncoder",
     "SnapshotError",
     "StreamRequestError",
     "register_stream",

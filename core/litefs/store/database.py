@@ -23,6 +23,7 @@ import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 from litefs.events import LOCAL_TX_KINDS
 from litefs.ltx import (
@@ -204,6 +205,44 @@ def _ltx_header_and_post(path: str) -> tuple[Header, int]:
         f.seek(-TRAILER_SIZE, os.SEEK_END)
         trailer = Trailer.from_bytes(f.read(TRAILER_SIZE))
     return header, trailer.post_apply_checksum
+
+
+#: Pages gathered into one pwritev when applying (a snapshot is one long run of pages; < IOV_MAX).
+_WRITE_BATCH = 256
+
+
+def _write_pages(
+    fd: int, page_size: int, pages: Iterable[tuple[int, bytes]], tracker: ChecksumTracker
+) -> None:
+    """Write decoded pages at their offsets, consecutive ones with one pwritev per batch."""
+    run: list[bytes] = []
+    first = 0
+
+    def flush() -> None:
+        offset = (first - 1) * page_size
+        total = len(run) * page_size
+        written = os.pwritev(fd, run, offset)
+        if written < total:  # short write: finish the rest page by page
+            for i, data in enumerate(run):
+                end = (i + 1) * page_size
+                if end > written:
+                    start = max(written - i * page_size, 0)
+                    view = memoryview(data)[start:]
+                    pos = offset + i * page_size + start
+                    while view:
+                        n = os.pwrite(fd, view, pos)
+                        view, pos = view[n:], pos + n
+        run.clear()
+
+    for pgno, data in pages:
+        if run and (pgno != first + len(run) or len(run) >= _WRITE_BATCH):
+            flush()
+        if not run:
+            first = pgno
+        run.append(data)
+        tracker.set_page(pgno, data)
+    if run:
+        flush()
 
 
 def _pread_full(fd: int, size: int, offset: int) -> bytes:
@@ -548,9 +587,8 @@ class Database:
         npages = 0
         path = self.ltx_path(txid, txid)
         tmp = path + TMP_SUFFIX
-        self._ensure_dirs()
         try:
-            with open(tmp, "wb") as f:
+            with self._open_ltx_tmp(tmp) as f:
                 enc = Encoder(f, header)
                 for pgno in pages:
                     if pgno == lock:
@@ -605,6 +643,14 @@ class Database:
             self._on_commit(self, result)
         return result
 
+    def _open_ltx_tmp(self, tmp: str) -> BinaryIO:
+        """Create an LTX temp file; ``ltx/`` is created only when missing, not checked per commit."""
+        try:
+            return open(tmp, "wb")  # noqa: SIM115 - the caller closes it
+        except FileNotFoundError:
+            self._ensure_dirs()
+            return open(tmp, "wb")  # noqa: SIM115
+
     def _learn_page_size_ranges(self) -> None:
         ps = self.page_size
         for off, n in self._dirty.ranges:
@@ -651,13 +697,15 @@ class Database:
 
     # -- apply (import; replicas later) --------------------------------------------------------
 
-    def apply_ltx_file(self, path: str, *, kind: str = "apply") -> CommitResult:
+    def apply_ltx_file(self, path: str, *, kind: str = "apply", notify: bool = True) -> CommitResult:
         """Apply a complete LTX file whose pre-apply position is this database's position.
 
         The file must already be in its final place and durable. Pages are written straight into the
         backing database file (the caller holds SQLite's locks and invalidates kernel caches).
         ``kind`` is what the commit event reports (``apply`` or ``snapshot`` from the primary,
         ``import`` for ``litefs import``).
+        ``notify=False`` skips the commit listeners, so a large apply can run in a worker thread while
+        the caller calls :meth:`notify_commit` back on the trio thread (listeners use trio objects).
         """
         with open(path, "rb") as f:
             dec = Decoder(f)
@@ -673,9 +721,7 @@ class Database:
             db_fd = self._db_fd_get()
             if self.tracker is None or self.tracker.page_size != h.page_size or h.is_snapshot:
                 self.tracker = ChecksumTracker(h.page_size)
-            for pgno, data in dec.pages():
-                os.pwrite(db_fd, data, (pgno - 1) * h.page_size)
-                self.tracker.set_page(pgno, data)
+            _write_pages(db_fd, h.page_size, dec.pages(), self.tracker)
             trailer = dec.trailer
             assert trailer is not None
         os.ftruncate(db_fd, h.commit * h.page_size)
@@ -697,15 +743,22 @@ class Database:
         result = CommitResult(
             h.max_txid, trailer.post_apply_checksum, h.page_size, h.commit, h.timestamp, path, kind
         )
-        if self._on_commit is not None:
-            self._on_commit(self, result)
+        if notify:
+            self.notify_commit(result)
         return result
 
-    def import_database(self, src_path: str) -> CommitResult:
+    def notify_commit(self, result: CommitResult) -> None:
+        """Tell the commit listeners (events, plugins, replica streams) about ``result``."""
+        if self._on_commit is not None:
+            self._on_commit(self, result)
+
+    def import_database(self, src_path: str, *, notify: bool = True) -> CommitResult:
         """Replace the database content with a complete SQLite file (``litefs import``).
 
         Writes one LTX file holding every page (a snapshot if the database is new) and applies it.
         Raises StoreError without changing anything when ``src_path`` is not a SQLite database.
+        Blocking file I/O only: callers on the trio thread run it in a worker thread with
+        ``notify=False`` and then call :meth:`notify_commit`.
         """
         with open(src_path, "rb") as src:
             raw = src.read(DATABASE_HEADER_SIZE)
@@ -764,7 +817,7 @@ class Database:
             except FileNotFoundError:
                 pass
         self.wal.removed()
-        return self.apply_ltx_file(path, kind="import")
+        return self.apply_ltx_file(path, kind="import", notify=notify)
 
     def _remove_ltx_files(self) -> None:
         for _, _, path in self.ltx_files():
@@ -772,19 +825,43 @@ class Database:
 
     # -- export --------------------------------------------------------------------------------
 
-    def read_database(self) -> Iterable[bytes]:
-        """Yield the committed database content in chunks (pages 1..page count)."""
-        if self.page_size == 0 or self.page_count == 0:
+    def export_state(self) -> tuple[Pos, int, int, int, dict[int, int]]:
+        """What :meth:`read_database` needs to copy the committed database from another thread.
+
+        (position, WAL generation, page size, page count, a copy of the committed WAL page overlay);
+        take it on the trio thread, and compare position and generation after the copy: if either
+        moved, the copy may mix transactions and must be redone.
+        """
+        return self.pos, self.wal.generation, self.page_size, self.page_count, dict(self.wal.pages)
+
+    def read_database(
+        self, state: tuple[Pos, int, int, int, dict[int, int]] | None = None
+    ) -> Iterable[bytes]:
+        """Yield the committed database content in chunks (pages 1..page count).
+
+        With ``state`` from :meth:`export_state` only backing files are read, through descriptors
+        of its own, so it can run in a worker thread.
+        """
+        if state is None:
+            state = self.export_state()
+        _, _, page_size, page_count, overlay = state
+        if page_size == 0 or page_count == 0:
             return
-        total = self.page_size * self.page_count
-        if self.wal.pages:  # WAL mode: overlay the committed WAL pages
-            for pgno in range(1, self.page_count + 1):
-                if pgno == lock_pgno(self.page_size):
-                    yield _pread_full(self._db_fd_get(), self.page_size, (pgno - 1) * self.page_size).ljust(
-                        self.page_size, b"\0"
-                    )
-                else:
-                    yield self.read_logical_page(pgno)
+        total = page_size * page_count
+        if overlay:  # WAL mode: overlay the committed WAL pages
+            lock = lock_pgno(page_size)
+            with open(self.db_path, "rb") as df, open(self.wal.path, "rb") as wf:
+                for pgno in range(1, page_count + 1):
+                    off = overlay.get(pgno)
+                    if off is not None and pgno != lock:
+                        data = _pread_full(wf.fileno(), page_size, off)
+                    else:
+                        data = _pread_full(df.fileno(), page_size, (pgno - 1) * page_size)
+                        if pgno == lock:
+                            data = data.ljust(page_size, b"\0")
+                    if len(data) < page_size:
+                        raise StoreError(f"export {self.name}: page {pgno} is missing")
+                    yield data
             return
         with open(self.db_path, "rb") as f:
             off = 0
@@ -1022,9 +1099,7 @@ class Database:
         try:
             with open(path, "rb") as f:
                 dec = Decoder(f)
-                for pgno, data in dec.pages():
-                    os.pwrite(fd, data, (pgno - 1) * header.page_size)
-                    self.tracker.set_page(pgno, data)
+                _write_pages(fd, header.page_size, dec.pages(), self.tracker)
                 trailer = dec.trailer
                 assert trailer is not None
             os.ftruncate(fd, header.commit * header.page_size)

@@ -205,7 +205,8 @@ class Store:
             ltx_path=result.ltx_path,
             kind=result.kind,
         )
-        self.publish(event.to_json())
+        if self._subscribers:  # formatting the event costs more than the rest of a small commit
+            self.publish(event.to_json())
         for listener in self.commit_listeners:
             try:
                 listener(event)

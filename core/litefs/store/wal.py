@@ -144,6 +144,8 @@ class WALState:
         self.unsynced: list[str] = []
         self._read_fd: int | None = None
         self.commits = 0
+        #: Counts WAL restarts and removals: WAL offsets in ``pages`` are only valid within one.
+        self.generation = 0
 
     # -- state ----------------------------------------------------------------------------------
 
@@ -153,6 +155,7 @@ class WALState:
 
     def reset(self, header: WALHeader | None = None) -> None:
         """Forget the WAL content (restart, truncation, unlink): every frame is in the database file."""
+        self.generation += 1
         self.header = header
         self.committed_offset = WAL_HEADER_SIZE
         self.committed_checksum = header.checksum if header is not None else (0, 0)
@@ -301,6 +304,16 @@ def sync_paths(directory: str, paths: list[str]) -> None:
         os.close(dfd)
 
 
+def open_ltx_tmp(db: Database, tmp: str) -> int:
+    """Create an LTX temp file for writing; ``ltx/`` is created only when missing (not per commit)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+    try:
+        return os.open(tmp, flags, 0o644)
+    except FileNotFoundError:
+        os.makedirs(db.ltx_dir, exist_ok=True)
+        return os.open(tmp, flags, 0o644)
+
+
 def _write_ltx(
     db: Database, header: Header, pages: list[tuple[int, bytes]], post: int, durable: bool
 ) -> tuple[str, int]:
@@ -308,7 +321,6 @@ def _write_ltx(
 
     Under a remote HALT lock the encoded file goes to the primary first (``db.forward_ltx``).
     """
-    os.makedirs(db.ltx_dir, exist_ok=True)
     path = db.ltx_path(header.min_txid, header.max_txid)
     tmp = path + _TMP_SUFFIX
     buf = io.BytesIO()
@@ -322,7 +334,7 @@ def _write_ltx(
         db.forward_ltx(bytes(data))
     try:
         # One write from memory: the file is small, and a Python file object costs more than it saves.
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        fd = open_ltx_tmp(db, tmp)
         try:
             written = 0
             while written < size:
@@ -517,4 +529,4 @@ class WALRecovery:
             os.unlink(wal.path)
 
 
-__all__ = ["WALRecovery", "WALState", "commit_wal_transaction", "sync_paths"]
+__all__ = ["WALRecovery", "WALState", "commit_wal_transaction", "open_ltx_tmp", "sync_paths"]
