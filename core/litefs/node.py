@@ -619,7 +619,7 @@ def run_mount(config: Config, registry: PluginRegistry, *, skip_unmount: bool = 
         if isinstance(exc, KeyboardInterrupt):
             return node.exit_code
         print(f"ERROR: {exc}", file=sys.stderr)
-        log.debug("node failed", exc_info=exc)
+        log.error("node failed", exc_info=exc)
         return node.exit_code or EXIT_ERROR
     finally:
         node.close()

@@ -167,11 +167,11 @@ class ReplicaStream:
                     self._changed = trio.Event()
                     dirty = set(self._dirty)
             except SnapshotError as exc:
-                # The replica is inside an LTX frame: only a broken connection makes it drop the
-                # partial file (an END frame would be read as chunk data). It reconnects after its
-                # reconnect-delay and asks again.
-                log.warning("%s; breaking the stream to replica %s", exc, self.replica_id or "?")
-                raise
+                # The replica is inside an LTX frame: the body ends there, without an END frame
+                # (which it would read as chunk data), so it drops the partial file, reconnects
+                # after its reconnect-delay and asks again.
+                log.warning("%s; ending the stream to replica %s mid-file", exc, self.replica_id or "?")
+                return
             yield EndFrame().encode()
         finally:
             self.close()
