@@ -62,11 +62,9 @@ class Header:
         """Position the database must be at before this file applies: (min_txid - 1, pre-apply checksum)."""
         return Pos(self.min_txid - 1, self.pre_apply_checksum)
 
-    def validate(self) -> None:
-        """Check every LTX v1 header rule; raise ``LTXError`` naming the first broken one."""
-        # Every commit validates a header, so the common case (all plain ints in range) is checked in
-        # one pass; only a failure walks the fields one by one to name the culprit.
-        values = (
+    def _values(self) -> tuple[int, ...]:
+        """The fields after the magic, in on-disk order."""
+        return (
             self.flags,
             self.page_size,
             self.commit,
@@ -80,6 +78,12 @@ class Header:
             self.wal_salt2,
             self.node_id,
         )
+
+    def validate(self) -> None:
+        """Check every LTX v1 header rule; raise ``LTXError`` naming the first broken one."""
+        # Every commit validates a header, so the common case (all plain ints in range) is checked in
+        # one pass; only a failure walks the fields one by one to name the culprit.
+        values = self._values()
         if not (
             all(type(v) is int for v in values)
             and 0 <= self.flags <= _U32
@@ -150,21 +154,7 @@ class Header:
         """Serialise to exactly 100 bytes, validating first unless the caller just did."""
         if validate:
             self.validate()
-        return _HEADER.pack(
-            MAGIC,
-            self.flags,
-            self.page_size,
-            self.commit,
-            self.min_txid,
-            self.max_txid,
-            self.timestamp,
-            self.pre_apply_checksum,
-            self.wal_offset,
-            self.wal_size,
-            self.wal_salt1,
-            self.wal_salt2,
-            self.node_id,
-        )
+        return _HEADER.pack(MAGIC, *self._values())
 
     @classmethod
     def from_bytes(cls, data: bytes | bytearray | memoryview, *, validate: bool = True) -> Header:

@@ -522,28 +522,28 @@ class ReplicaHalts:
         halt.broken = True
         self.release_soon(db.name, halt.lock.id)
 
-    def release_soon(self, name: str, lock_id: int | None = None) -> None:
-        """Make the database read-only at once; recover and tell the primary in the background."""
+    def _detach_held(self, name: str, lock_id: int | None) -> tuple[Database, RemoteHalt] | None:
+        """Detach the lock held on ``name`` (only if its ID is ``lock_id``, when given)."""
         db = self.node.store.db(name)
         halt = db.remote_halt if db is not None else None
         if db is None or not isinstance(halt, RemoteHalt):
-            return
+            return None
         if lock_id is not None and halt.lock.id != lock_id:
-            return
+            return None
         self._detach(db, halt)
-        if self._nursery is not None:
-            self._nursery.start_soon(self._finish_release, db, halt)
+        return db, halt
+
+    def release_soon(self, name: str, lock_id: int | None = None) -> None:
+        """Make the database read-only at once; recover and tell the primary in the background."""
+        held = self._detach_held(name, lock_id)
+        if held is not None and self._nursery is not None:
+            self._nursery.start_soon(self._finish_release, *held)
 
     async def release(self, name: str, lock_id: int | None = None) -> None:
         """Release the lock (idempotent; ``lock_id`` None: whatever is held)."""
-        db = self.node.store.db(name)
-        halt = db.remote_halt if db is not None else None
-        if db is None or not isinstance(halt, RemoteHalt):
-            return
-        if lock_id is not None and halt.lock.id != lock_id:
-            return
-        self._detach(db, halt)
-        await self._finish_release(db, halt)
+        held = self._detach_held(name, lock_id)
+        if held is not None:
+            await self._finish_release(*held)
 
     async def settled(self, name: str) -> None:
         """Wait until no released HALT lock of ``name`` is being recovered."""
