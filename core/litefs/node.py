@@ -28,6 +28,7 @@ import trio
 
 from litefs.election import Election, ElectionSettings
 from litefs.events import LeaseRenewEvent, LTXReapEvent, PrimaryChangeEvent, ReplicaPosition, TxEvent
+from litefs.fuse import session as fuse_session
 from litefs.fuse.locks import LockTimeoutError, sqlite_lock
 from litefs.fuse.mount import MAX_TASKS, mount_options, prepare_mountpoint
 from litefs.fuse.ops import LiteFSOperations
@@ -434,6 +435,10 @@ class Node:
         self.registry.hook.litefs_http_routes(
             node=self, register=make_route_registrar(app, self.plugin_rules)
         )
+        token = trio.lowlevel.current_trio_token()
+        # A background LTX write that fails is as fatal as a failed commit (exit 99); the WAL keeps
+        # the transaction and startup recovery writes its LTX file.
+        self.store.ltx_writer.on_error = lambda exc: token.run_sync_soon(self._on_fatal, exc)
         async with trio.open_nursery() as nursery:
             self.nursery = nursery
             nursery.start_soon(self._signals)
@@ -469,6 +474,7 @@ class Node:
                 self.mount_dir,
                 mount_options(allow_other=self.config.fuse.allow_other, debug=self.config.fuse.debug),
             )
+            fuse_session.install()
             self._mounted = True
             self._mounted_event.set()
             nursery.start_soon(self._fuse_main)
@@ -514,7 +520,7 @@ class Node:
             with trio.move_on_after(SERVICE_STOP_TIMEOUT):
                 await services_done.wait()
             self._http_shutdown.set()
-            pyfuse3.terminate()
+            fuse_session.terminate()
             nursery.cancel_scope.cancel()  # the election releases the lease as it is cancelled
 
     def close(self) -> None:

@@ -203,7 +203,29 @@ class LiteFSNode:
         return self.get("/info").json()
 
     def ltx_dir(self, db: str) -> str:
+        """``<data.dir>/dbs/<db>/ltx``, once the running node has written every LTX file it holds.
+
+        WAL commits have their LTX files written by a background thread a moment after the commit
+        (litefs.store.ltxwriter): waiting here keeps directory listings in tests deterministic.
+        """
+        self.wait_ltx_written()
         return os.path.join(self.data_dir, "dbs", db, "ltx")
+
+    def wait_ltx_written(self, timeout: float = DEFAULT_TIMEOUT) -> None:
+        """Wait until the node's background LTX writer has nothing pending (no-op if not running)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                writer = self.get("/debug/vars", timeout=2.0).json()["store"].get("ltxWriter", {})
+            except (httpx.HTTPError, ValueError, KeyError):
+                return  # not answering (stopping, or a node without the API): nothing to wait for
+            if not writer.get("pending"):
+                return
+            if time.monotonic() > deadline:
+                raise NodeError(f"node {self.name}: LTX writer still has {writer['pending']} files pending")
+            time.sleep(0.005)
 
     def ltx_files(self, db: str) -> list[str]:
         try:

@@ -16,7 +16,7 @@ from litefs.ltx.checksum import (
 )
 from litefs.ltx.compact import compact
 from litefs.ltx.decoder import Decoder, decode_file, peek_header
-from litefs.ltx.encoder import Encoder
+from litefs.ltx.encoder import Encoder, encode_ltx
 from litefs.ltx.errors import LTXError
 from litefs.ltx.header import FLAG_COMPRESS_LZ4, HEADER_SIZE, PAGE_HEADER_SIZE, TRAILER_SIZE, Header, Trailer
 from litefs.ltx.pos import (
@@ -40,6 +40,7 @@ __all__ = [
     "ChecksumTracker",
     "Decoder",
     "Encoder",
+    "encode_ltx",
     "Header",
     "LTXError",
     "Pos",

@@ -255,8 +255,7 @@ class ReplicaStream:
     def _read_ltx(db: Database, txid: int, client: Pos) -> bytes | None:
         """The LTX file for ``txid`` if it continues ``client``; None means "send a snapshot"."""
         try:
-            with open(db.ltx_path(txid, txid), "rb") as f:
-                data = f.read()
+            data = db.read_ltx_bytes(txid, txid)
         except FileNotFoundError:
             log.info("%s: ltx file for txid %016x is gone, sending snapshot", db.name, txid)
             return None

@@ -47,6 +47,7 @@ from litefs.ltx import (
 from litefs.sqlite.errors import SQLiteFormatError
 from litefs.sqlite.header import DATABASE_HEADER_SIZE, DatabaseHeader
 from litefs.sqlite.journal import is_journal_header_valid, rollback_journal
+from litefs.store.ltxwriter import LTXWriteError, LTXWriter
 from litefs.store.names import BACKING_NAMES, FileKind
 from litefs.store.wal import WALRecovery, WALState, read_wal_page
 
@@ -307,6 +308,9 @@ class Database:
         #: before the commit completes locally. Raises HaltForwardError when the primary refuses it.
         #: Called from a worker thread (the FUSE handler moves halted commits off the trio thread).
         self.forward_ltx: Callable[[bytes], None] | None = None
+        #: Writes the LTX files of WAL commits in the background (see litefs.store.ltxwriter);
+        #: None writes them on the commit path.
+        self.ltx_writer: LTXWriter | None = None
 
     # -- paths ---------------------------------------------------------------------------------
 
@@ -342,7 +346,30 @@ class Database:
             self._db_fd = os.open(self.db_path, os.O_RDWR | os.O_CLOEXEC)
         return self._db_fd
 
+    def flush_ltx(self) -> None:
+        """Wait until every LTX file submitted to the background writer is on disk."""
+        if self.ltx_writer is not None:
+            try:
+                self.ltx_writer.drain()
+            except LTXWriteError as exc:
+                raise CommitError(f"{self.name}: {exc}") from exc
+
+    def read_ltx_bytes(self, min_txid: int, max_txid: int) -> bytes:
+        """The content of an LTX file, also while the background writer still holds it."""
+        path = self.ltx_path(min_txid, max_txid)
+        if self.ltx_writer is not None:
+            data = self.ltx_writer.pending(path)
+            if data is not None:
+                return data
+        with open(path, "rb") as f:
+            return f.read()
+
     def close(self) -> None:
+        if self.ltx_writer is not None:
+            try:
+                self.flush_ltx()
+            except CommitError as exc:
+                log.error("%s", exc)  # the WAL still holds the transactions: recovery rebuilds them
         if self._db_fd is not None:
             os.close(self._db_fd)
             self._db_fd = None
@@ -760,6 +787,7 @@ class Database:
         Blocking file I/O only: callers on the trio thread run it in a worker thread with
         ``notify=False`` and then call :meth:`notify_commit`.
         """
+        self.flush_ltx()
         with open(src_path, "rb") as src:
             raw = src.read(DATABASE_HEADER_SIZE)
             try:
@@ -883,6 +911,7 @@ class Database:
         """
         if not self._writable():
             raise ReadOnlyError("read only replica")
+        self.flush_ltx()
         result = None
         if self.pos.txid:
             txid = self.pos.txid + 1

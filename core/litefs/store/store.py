@@ -14,6 +14,7 @@ import trio
 
 from litefs.events import PrimaryChangeEvent, TxEvent, init_event_json
 from litefs.store.database import CommitResult, Database, StoreError
+from litefs.store.ltxwriter import LTXWriter
 from litefs.store.names import is_valid_db_name
 
 log = logging.getLogger("litefs.store")
@@ -84,6 +85,8 @@ class Store:
         #: are refused from that moment, before any other node can take the lease.
         self.lease_valid: Callable[[], bool] = lambda: True
         self._dbs: dict[str, Database] = {}
+        #: One thread per node writes the LTX files of WAL commits (litefs.store.ltxwriter).
+        self.ltx_writer = LTXWriter()
         self._subscribers: set[Subscriber] = set()
         #: Called with every TxEvent after it is published (the node calls the plugin hook here).
         self.commit_listeners: list[Callable[[TxEvent], None]] = []
@@ -107,6 +110,7 @@ class Store:
     def close(self) -> None:
         for db in self._dbs.values():
             db.close()
+        self.ltx_writer.close()
         for sub in list(self._subscribers):
             sub.close()
 
@@ -154,6 +158,7 @@ class Store:
         # Writable on the primary while its lease holds, and on a replica while it holds the
         # primary's HALT lock for this database (its commits are then forwarded to the primary).
         db._writable = lambda: (self.is_primary and self.lease_valid()) or db.remote_halt is not None
+        db.ltx_writer = self.ltx_writer
         return db
 
     def db(self, name: str) -> Database | None:
@@ -239,6 +244,7 @@ class Store:
             "nodeID": f"{self.node_id:016X}",
             "clusterID": self.cluster_id,
             "dbs": {db.name: db.info() for db in self.dbs()},
+            "ltxWriter": {"pending": self.ltx_writer.pending_count, "written": self.ltx_writer.written},
         }
 
     def dumps(self) -> str:

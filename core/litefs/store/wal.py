@@ -4,7 +4,7 @@ LiteFS sees a WAL commit when SQLite releases the WAL write lock. pyfuse3 never 
 commit is read from the log itself. ``-wal`` is opened direct_io, so every write arrives exactly as
 SQLite issued it: a frame is a 24-byte header write followed by a page write. When a write ends a frame
 whose header has a non-zero commit field (the database size after the transaction), the frames from
-the last committed offset up to it are read back and accepted only if their salts and cumulative
+the last committed offset up to it are checked and accepted only if their salts and cumulative
 checksums validate (:func:`~litefs.sqlite.wal.scan_wal_transactions`, the same rule SQLite's own WAL
 recovery applies). Each accepted transaction becomes ``ltx/<txid>-<txid>.ltx`` -- last version of each
 page, pages above the commit dropped, the WAL offset, size and salts in the header -- *before* the
@@ -23,6 +23,10 @@ What SQLite does that this relies on:
   salts at offset 0, or a truncation to 0 (``wal_checkpoint(TRUNCATE)``, ``journal_size_limit``). SQLite
   restarts only once every frame has been copied, so the overlay of committed WAL pages can be dropped
   at that point.
+* Between two commits SQLite only appends frames or overwrites frames of the open transaction, so
+  the node keeps a copy of the bytes written past the committed end (:attr:`WALState.tail`, at most
+  ``TAIL_LIMIT`` bytes) and checks the transaction from memory instead of reading it back. The copy is
+  only a cache: a transaction that does not validate from it is read again from the file.
 * ``locking_mode=EXCLUSIVE`` keeps the WAL index in heap memory instead of ``-shm``. Nothing here reads
   ``-shm``: commits are taken from the WAL file, so exclusive mode works unchanged.
 
@@ -46,7 +50,6 @@ commit path. This is safe because the WAL is SQLite's durable log of the same tr
 from __future__ import annotations
 
 import ctypes
-import io
 import logging
 import os
 import time
@@ -54,10 +57,10 @@ from typing import TYPE_CHECKING
 
 from litefs.ltx import (
     ChecksumTracker,
-    Encoder,
     Header,
     LTXError,
     Pos,
+    encode_ltx,
     lock_pgno,
     page_checksum,
 )
@@ -77,6 +80,9 @@ log = logging.getLogger("litefs.store.wal")
 
 _TMP_SUFFIX = ".tmp"
 
+#: Largest in-memory copy of uncommitted WAL frames; a bigger transaction is read back from the file.
+TAIL_LIMIT = 4 << 20
+
 
 class _FdFile:
     """The minimal ``BinaryIO`` the WAL scanner needs (seek + read), over a descriptor with pread."""
@@ -93,6 +99,22 @@ class _FdFile:
         data = os.pread(self._fd, n, self._pos)
         self._pos += len(data)
         return data
+
+
+class _TailFile(_FdFile):
+    """``_FdFile`` that serves ``[base, base + len(tail))`` from the in-memory copy of those bytes."""
+
+    def __init__(self, fd: int, base: int, tail: bytearray) -> None:
+        super().__init__(fd)
+        self._base = base
+        self._tail = tail
+
+    def read(self, n: int) -> bytes:
+        rel = self._pos - self._base
+        if rel >= 0 and rel + n <= len(self._tail):
+            self._pos += n
+            return bytes(self._tail[rel : rel + n])
+        return super().read(n)
 
 
 def _pread_exact(fd: int, size: int, offset: int, what: str) -> bytes:
@@ -138,6 +160,9 @@ class WALState:
         self.committed_offset = WAL_HEADER_SIZE
         self.committed_checksum: tuple[int, int] = (0, 0)
         self.pages: dict[int, int] = {}
+        #: The bytes SQLite wrote from ``committed_offset`` on (frames of the open transaction), or
+        #: None when they are not all known (then commits are read back from the file).
+        self.tail: bytearray | None = bytearray()
         #: True while the ``-wal`` file exists: database writes are then checkpoints, not transactions.
         self.exists = False
         #: LTX files written since the last sync (see the module docstring).
@@ -160,6 +185,7 @@ class WALState:
         self.committed_offset = WAL_HEADER_SIZE
         self.committed_checksum = header.checksum if header is not None else (0, 0)
         self.pages.clear()
+        self.tail = bytearray()
         self.db.file_generation += 1  # frames may now be overwritten (see Database.snapshot_view)
 
     def close(self) -> None:
@@ -201,6 +227,13 @@ class WALState:
             if hdr is None:
                 return n
         end = offset + n
+        tail = self.tail
+        if tail is not None:
+            rel = offset - self.committed_offset
+            if 0 <= rel <= len(tail) and end - self.committed_offset <= TAIL_LIMIT:
+                tail[rel : rel + n] = data if n == len(data) else data[:n]
+            else:  # a gap, or a transaction too big to keep: read it back from the file
+                self.tail = None
         frame_size = hdr.frame_size
         if (end - WAL_HEADER_SIZE) % frame_size:
             return n  # a frame header, or a write that does not end a frame
@@ -234,41 +267,61 @@ class WALState:
         """``-wal`` truncated: to 0 after a TRUNCATE checkpoint, or trimmed to ``journal_size_limit``."""
         if size < self.committed_offset:
             self.reset()  # SQLite truncates only a WAL whose frames are all in the database file
+        elif self.tail is not None:
+            del self.tail[size - self.committed_offset :]
 
     def _commit_through(self, fd: int, end: int) -> None:
         hdr = self.header
         assert hdr is not None
-        txns = scan_wal_transactions(
-            _FdFile(fd),
-            header=hdr,
-            start_offset=self.committed_offset,
-            start_checksum=self.committed_checksum,
-        )
-        txns = [t for t in txns if t.end_offset <= end]
+        base = self.committed_offset
+        source: _FdFile = _FdFile(fd)
+        txns: list[WALTransaction] = []
+        if self.tail is not None and len(self.tail) == end - base:
+            source = _TailFile(fd, base, self.tail)
+            txns = self._scan(source, hdr, end)
+            if not txns or txns[-1].end_offset != end:
+                source = _FdFile(fd)  # the copy may be stale: the file decides
+                txns = []
+        if not txns:
+            txns = self._scan(source, hdr, end)
         if not txns or txns[-1].end_offset != end:
             # SQLite's recovery would not accept this frame either: it is not a commit.
             log.warning(
                 "%s: WAL commit frame ending at offset %d does not validate from offset %d: no LTX",
                 self.db.name,
                 end,
-                self.committed_offset,
+                base,
             )
             return
         from litefs.store.database import CommitError, HaltForwardError
 
         try:
             for txn in txns:
-                commit_wal_transaction(self.db, fd, hdr, txn, durable=False)
+                commit_wal_transaction(self.db, fd, hdr, txn, durable=False, source=source)
+            if self.tail is None:
+                self.tail = bytearray()  # SQLite's next write starts at the committed end (``end``)
         except (CommitError, HaltForwardError):
             # A refused forward (remote HALT lock gone) is not fatal, but the transaction must not
             # be revived either: SQLite sees the I/O error and never counts it as committed.
             # The node exits (99) and SQLite sees an I/O error: make sure recovery does not revive the
             # transaction from the WAL by breaking its commit frame's checksum.
             os.pwrite(fd, bytes(WAL_FRAME_HEADER_SIZE), end - hdr.frame_size)
+            self.tail = None
             raise
+
+    def _scan(self, source: _FdFile, hdr: WALHeader, end: int) -> list[WALTransaction]:
+        return scan_wal_transactions(
+            source,
+            header=hdr,
+            start_offset=self.committed_offset,
+            start_checksum=self.committed_checksum,
+            end_offset=end,
+        )
 
     def accept(self, txn: WALTransaction) -> None:
         """Advance the committed end past a transaction whose LTX file exists."""
+        if self.tail is not None:
+            del self.tail[: txn.end_offset - self.committed_offset]
         self.committed_offset = txn.end_offset
         self.committed_checksum = txn.end_checksum
         self.pages.update(txn.pages)
@@ -279,6 +332,7 @@ class WALState:
         """The database file is about to receive WAL pages: make every LTX file written so far durable."""
         if not self.unsynced:
             return
+        self.db.flush_ltx()
         if self.db._fsync:
             sync_paths(self.db.ltx_dir, self.unsynced)
         self.unsynced.clear()
@@ -319,19 +373,18 @@ def _write_ltx(
 ) -> tuple[str, int]:
     """Write ``ltx/<txid>-<txid>.ltx`` via a temp file and rename; fsync only when ``durable``.
 
-    Under a remote HALT lock the encoded file goes to the primary first (``db.forward_ltx``).
+    A non-durable file goes to the background writer when the database has one. Under a remote HALT
+    lock the encoded file goes to the primary first (``db.forward_ltx``) and is written here.
     """
     path = db.ltx_path(header.min_txid, header.max_txid)
-    tmp = path + _TMP_SUFFIX
-    buf = io.BytesIO()
-    enc = Encoder(buf, header)
-    for pgno, data in pages:
-        enc.encode_page(pgno, data)
-    enc.finish(post)
-    data = buf.getbuffer()
+    data = encode_ltx(header, pages, post)
     size = len(data)
     if db.forward_ltx is not None:
-        db.forward_ltx(bytes(data))
+        db.forward_ltx(data)
+    elif not durable and db.ltx_writer is not None:
+        db.ltx_writer.submit(path, data)
+        return path, size
+    tmp = path + _TMP_SUFFIX
     try:
         # One write from memory: the file is small, and a Python file object costs more than it saves.
         fd = open_ltx_tmp(db, tmp)
@@ -354,11 +407,17 @@ def _write_ltx(
 
 
 def commit_wal_transaction(
-    db: Database, fd: int, hdr: WALHeader, txn: WALTransaction, *, durable: bool
+    db: Database,
+    fd: int,
+    hdr: WALHeader,
+    txn: WALTransaction,
+    *,
+    durable: bool,
+    source: _FdFile | None = None,
 ) -> CommitResult:
     """Turn one validated WAL transaction into the next LTX file and move the position.
 
-    ``fd`` reads the WAL. Raises CommitError (fatal: SQLite already considers the transaction
+    ``fd`` reads the WAL (``source``, if given, is what the transaction was validated from). Raises CommitError (fatal: SQLite already considers the transaction
     committed) if the LTX file cannot be written.
     """
     from litefs.store.database import CommitError, CommitResult, HaltForwardError
@@ -366,6 +425,15 @@ def commit_wal_transaction(
     started = time.perf_counter()
     page_size = hdr.page_size
     commit = txn.commit
+    src = source if source is not None else _FdFile(fd)
+
+    def wal_page(pgno: int) -> bytes:
+        src.seek(new[pgno])
+        data = src.read(page_size)
+        if len(data) != page_size:
+            data = _pread_exact(fd, page_size, new[pgno], f"WAL page {pgno}")
+        return data
+
     wal = db.wal
     # A forward refused under a HALT lock leaves the tracker as it was (see Database._commit).
     saved = db.tracker.copy() if db.forward_ltx is not None and db.tracker is not None else None
@@ -385,13 +453,12 @@ def commit_wal_transaction(
                 if pgno == lock:
                     continue
                 if pgno in new:
-                    data = _pread_exact(fd, page_size, new[pgno], f"WAL page {pgno}")
+                    data = wal_page(pgno)
                 else:
                     data = db.read_logical_page(pgno)
                 pages.append((pgno, data))
         else:
-            for pgno in sorted(new):
-                pages.append((pgno, _pread_exact(fd, page_size, new[pgno], f"WAL page {pgno}")))
+            pages = [(pgno, wal_page(pgno)) for pgno in sorted(new)]
         for pgno, data in pages:
             tracker.set_page_checksum(pgno, page_checksum(pgno, data))
         # Pages cut off by a shrink: the tracker drops them; pages between the old end and the commit
