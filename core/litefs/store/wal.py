@@ -33,18 +33,21 @@ What SQLite does that this relies on:
 The logical database is the database file overlaid with the committed WAL pages; the page-checksum
 tracker and the position always describe it (:meth:`WALState.read_page`).
 
-Durability. The LTX file of a WAL commit is written (temp file + rename) but **not fsynced** on the
-commit path. This is safe because the WAL is SQLite's durable log of the same transaction:
+Durability. The LTX file of a WAL commit is encoded on the commit path but written (temp file +
+rename) by a background thread (:mod:`litefs.store.ltxwriter`) and **not fsynced**; until it is on
+disk the replication stream serves it from memory. This is safe because the WAL is SQLite's durable
+log of the same transaction:
 
-* a crash of the node process (SIGKILL) loses nothing: written files stay in the page cache, and the
-  rename makes an LTX file appear whole or not at all;
-* after a power loss, startup recovery (:func:`recover_wal`) rebuilds an LTX file for every complete,
-  checksum-valid transaction found in the WAL past the newest LTX file -- under
+* a crash of the node process (SIGKILL) can lose only LTX files that were not written yet, and
+  never their transactions: those are still in the WAL (see the next point);
+* after a crash or a power loss, startup recovery (:func:`recover_wal`) rebuilds an LTX file for
+  every complete, checksum-valid transaction found in the WAL past the newest LTX file -- under
   ``synchronous=FULL`` SQLite fsyncs the WAL before it reports a commit, so every acknowledged
   transaction is either in an LTX file or in the WAL;
 * the only step that moves WAL content elsewhere is a checkpoint, and before the first write of a
-  checkpoint reaches the database file the LTX files written so far are made durable (one
-  ``syncfs``), so a transaction can never be in the database file without its LTX file.
+  checkpoint reaches the database file the background writer is drained and the LTX files written
+  so far are made durable (one ``syncfs``), so a transaction can never be in the database file
+  without its LTX file.
 """
 
 from __future__ import annotations
