@@ -86,6 +86,29 @@ class SnapshotView:
             raise StoreError(f"{self.db.name}: page {pgno} missing from the database file")
         return data
 
+    def read_pages(self, first: int, count: int) -> bytes | bytearray:
+        """Pages ``first .. first + count - 1`` as one buffer: one read from the database file, with
+        the pages the view takes from the WAL laid over it."""
+        size = self.page_size
+        data = _pread_full(self.db._db_fd_get(), size * count, (first - 1) * size)
+        if len(data) < size * count:
+            raise StoreError(
+                f"{self.db.name}: page {first + len(data) // size} missing from the database file"
+            )
+        wal = self.wal_pages
+        if not wal:
+            return data
+        out: bytes | bytearray = data
+        for pgno in range(first, first + count):
+            off = wal.get(pgno)
+            if off is not None:
+                if isinstance(out, bytes):
+                    out = bytearray(out)
+                assert self.wal_fd is not None
+                i = (pgno - first) * size
+                out[i : i + size] = read_wal_page(self.wal_fd, size, off, pgno)
+        return out
+
     def still_valid(self) -> bool:
         """False when a checkpoint or WAL restart may have changed pages read through this view."""
         return self.db.file_generation == self.generation
