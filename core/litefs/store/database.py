@@ -242,6 +242,7 @@ def _write_pages(
     first = 0
 
     def flush() -> None:
+        tracker.set_page_checksums(first, [page_checksum(first + i, data) for i, data in enumerate(run)])
         offset = (first - 1) * page_size
         total = len(run) * page_size
         written = os.pwritev(fd, run, offset)
@@ -262,8 +263,9 @@ def _write_pages(
             flush()
         if not run:
             first = pgno
+        if len(data) != page_size:
+            raise LTXError(f"page {pgno}: {len(data)} bytes, page size is {page_size}")
         run.append(data)
-        tracker.set_page(pgno, data)
     if run:
         flush()
 
