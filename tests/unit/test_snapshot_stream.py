@@ -108,7 +108,11 @@ def test_snapshot_view_read_pages_lays_wal_pages_over_the_file(tmp_path) -> None
         got = view.read_pages(1, n)
         assert got[size : 2 * size] == b"\xab" * size
         assert got == b"".join(view.read_page(p) for p in range(1, n + 1))
+        # WAL mode: pages past the end of the database file that exist only as WAL frames.
+        end = view.page_count
+        with pytest.raises(StoreError, match=f"page {end + 1} missing"):
+            view.read_pages(end, 2)
+        view.wal_pages = {end + 1: 100}
+        assert view.read_pages(end, 2) == view.read_page(end) + b"\xab" * size
     finally:
         os.close(fd)
-    with pytest.raises(StoreError, match="missing"):
-        view.read_pages(view.page_count, 2)
