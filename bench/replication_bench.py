@@ -154,6 +154,7 @@ def bench_snapshot(root: Path, size_mb: int) -> None:
         r.raise_for_status()
         target = primary.pos("big.db")
         assert primary.proc is not None
+        rss_before = rss_mb(primary.proc.pid)
         replica.start()
         assert replica.proc is not None
         sampler = RSSSampler({"primary": primary.proc.pid, "replica": replica.proc.pid})
@@ -178,7 +179,7 @@ def bench_snapshot(root: Path, size_mb: int) -> None:
         )
         print(
             f"          peak RSS: primary {sampler.peak['primary']:.0f} MB, replica {sampler.peak['replica']:.0f} MB "
-            "(target < 150 MB)"
+            f"(target < 150 MB); primary before the replica started: {rss_before:.0f} MB"
         )
         for line in replica.log().splitlines():
             if "applied snapshot" in line:

@@ -481,3 +481,76 @@ def test_encode_decode_memory_is_bounded(tmp_path: Path, compress: bool) -> None
     assert count == n
     assert peak_enc < 1 << 20, peak_enc
     assert peak_dec < 1 << 20, peak_dec
+
+
+@pytest.mark.parametrize("compress", [False, True])
+@pytest.mark.parametrize("snapshot", [True, False])
+def test_encode_pages_gives_the_same_file_as_encode_page(compress: bool, snapshot: bool) -> None:
+    """encode_pages (runs of consecutive pages in one buffer) writes exactly what encode_page would."""
+    import random
+
+    size = 512
+    lock = lock_pgno(size)
+    rng = random.Random(3)
+    # A snapshot holds every page (one across the lock page would be 1 GiB); an incremental file
+    # here runs across the lock page.
+    commit = 700 if snapshot else lock + 40
+    first = 1 if snapshot else lock - 30
+    pgnos = [p for p in range(first, commit + 1) if p != lock]
+    pages = {p: rng.randbytes(size) if p % 3 else bytes(size) for p in pgnos}
+    header = Header(
+        flags=FLAG_COMPRESS_LZ4 if compress else 0,
+        page_size=size,
+        commit=commit,
+        min_txid=1 if snapshot else 5,
+        max_txid=9,
+        timestamp=1,
+        pre_apply_checksum=0 if snapshot else CHECKSUM_FLAG | 77,
+    )
+    one, many = io.BytesIO(), io.BytesIO()
+    a, b = Encoder(one, header), Encoder(many, header)
+    for p in pgnos:
+        a.encode_page(p, pages[p])
+    # Runs of varying length that stop short of the lock page and restart after it.
+    i = 0
+    while i < len(pgnos):
+        n = 1
+        while i + n < len(pgnos) and n < rng.choice([1, 5, 300]) and pgnos[i + n] == pgnos[i] + n:
+            n += 1
+        b.encode_pages(pgnos[i], b"".join(pages[p] for p in pgnos[i : i + n]))
+        i += n
+    post = None if snapshot else CHECKSUM_FLAG | 99
+    assert a.finish(post) == b.finish(post)
+    assert one.getvalue() == many.getvalue()
+    assert a.page_count == b.page_count == len(pgnos)
+
+
+def test_encode_pages_checks_its_run() -> None:
+    size = 512
+    lock = lock_pgno(size)
+    enc = Encoder(io.BytesIO(), Header(page_size=size, commit=10, min_txid=1, max_txid=1, timestamp=1))
+    with pytest.raises(LTXError, match="not a multiple"):
+        enc.encode_pages(1, bytes(size + 1))
+    with pytest.raises(LTXError, match="expected page 1"):
+        enc.encode_pages(2, bytes(size))
+    enc.encode_pages(1, bytes(size * 2))
+    with pytest.raises(LTXError, match="outside"):
+        enc.encode_pages(3, bytes(size * 9))
+    enc.encode_pages(3, bytes(size * 8))
+    enc.finish()
+    with pytest.raises(LTXError, match="after finish"):
+        enc.encode_pages(1, bytes(size))
+    header = Header(
+        page_size=size,
+        commit=lock + 5,
+        min_txid=2,
+        max_txid=2,
+        timestamp=1,
+        pre_apply_checksum=CHECKSUM_FLAG | 1,
+    )
+    enc = Encoder(io.BytesIO(), header)
+    with pytest.raises(LTXError, match="lock page"):
+        enc.encode_pages(lock - 1, bytes(size * 2))
+    enc.encode_pages(lock + 1, bytes(size))
+    with pytest.raises(LTXError, match="out of order"):
+        enc.encode_pages(lock + 1, bytes(size))

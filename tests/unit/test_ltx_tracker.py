@@ -212,3 +212,32 @@ def test_copy_is_independent() -> None:
     c = t.copy()
     c.set_page(1, b"b" * 512)
     assert t.checksum != c.checksum
+
+
+def test_set_page_checksums_matches_one_by_one() -> None:
+    """The bulk setter gives the same state as set_page_checksum page by page (growing, overwriting,
+    across block boundaries, around the lock page)."""
+    import random
+
+    from litefs.ltx.checksum import CHECKSUM_FLAG, lock_pgno
+
+    rng = random.Random(5)
+    size = 512
+    lock = lock_pgno(size)
+    one, bulk = ChecksumTracker(size), ChecksumTracker(size)
+    runs = [(1, 700), (300, 10), (250, 20), (690, 50), (lock - 5, 5), (lock + 1, 300), (2, 1)]
+    for first, n in runs:
+        cks = [CHECKSUM_FLAG | rng.getrandbits(63) for _ in range(n)]
+        for i, c in enumerate(cks):
+            one.set_page_checksum(first + i, c)
+        bulk.set_page_checksums(first, cks)
+        assert bulk.page_count == one.page_count
+        assert bulk._unknown == one._unknown
+        assert bulk._blocks == one._blocks and bulk._acc == one._acc
+    one.truncate(600)
+    bulk.truncate(600)
+    assert bulk.checksum == one.checksum
+    with pytest.raises(LTXError, match="lock page"):
+        bulk.set_page_checksums(lock - 1, [CHECKSUM_FLAG, CHECKSUM_FLAG])
+    with pytest.raises(LTXError, match="flag bit"):
+        bulk.set_page_checksums(3, [CHECKSUM_FLAG, 5])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import random
 import sqlite3
 
@@ -11,7 +12,7 @@ import pytest
 from litefs.ltx import Decoder, LTXError, Pos
 from litefs.replication.primary import SEND_SIZE, SnapshotEncoder, SnapshotError
 from litefs.replication.replica import _StreamVerifier
-from litefs.store.database import Database
+from litefs.store.database import Database, StoreError
 
 
 def make_db(tmp_path, rows: int = 3000) -> Database:
@@ -90,3 +91,28 @@ def test_stream_verifier_rejects_a_damaged_snapshot(tmp_path, where: str) -> Non
         damaged[len(damaged) // 2 if where == "middle" else -12] ^= 0x40
     v = feed(bytes(damaged), 1)
     assert isinstance(v.error, LTXError)
+
+
+def test_snapshot_view_read_pages_lays_wal_pages_over_the_file(tmp_path) -> None:
+    db = make_db(tmp_path, rows=50)
+    view = db.snapshot_view()
+    size = view.page_size
+    n = min(6, view.page_count)
+    assert view.read_pages(1, n) == b"".join(view.read_page(p) for p in range(1, n + 1))
+    # Page 2 from a (fake) WAL frame: read_pages must take it from there, like read_page.
+    wal = tmp_path / "fake-wal"
+    wal.write_bytes(b"x" * 100 + b"\xab" * size)
+    fd = os.open(wal, os.O_RDONLY)
+    try:
+        view.wal_pages, view.wal_fd = {2: 100}, fd
+        got = view.read_pages(1, n)
+        assert got[size : 2 * size] == b"\xab" * size
+        assert got == b"".join(view.read_page(p) for p in range(1, n + 1))
+        # WAL mode: pages past the end of the database file that exist only as WAL frames.
+        end = view.page_count
+        with pytest.raises(StoreError, match=f"page {end + 1} missing"):
+            view.read_pages(end, 2)
+        view.wal_pages = {end + 1: 100}
+        assert view.read_pages(end, 2) == view.read_page(end) + b"\xab" * size
+    finally:
+        os.close(fd)

@@ -100,6 +100,52 @@ class Encoder:
         self._last_pgno = pgno
         self.page_count += 1
 
+    def encode_pages(self, first_pgno: int, data: bytes | bytearray | memoryview) -> None:
+        """Append consecutive pages ``first_pgno, first_pgno + 1, ...`` given as one buffer.
+
+        The same bytes as :meth:`encode_page` for each page, but checked once and passed to the
+        compressor in one piece (LZ4 is several times faster on ~1 MiB than page by page). ``data``
+        holds whole pages; the run must not contain the lock page.
+        """
+        if self._finished:
+            raise LTXError("encode_pages() after finish()")
+        h = self.header
+        size = self._page_size
+        if len(data) % size:
+            raise LTXError(f"cannot encode pages: {len(data)} bytes is not a multiple of page size {size}")
+        n = len(data) // size
+        if not n:
+            return
+        last = first_pgno + n - 1
+        if not isinstance(first_pgno, int) or first_pgno < 1 or last > h.commit:
+            raise LTXError(f"cannot encode pages {first_pgno!r}..{last}: outside 1..commit ({h.commit})")
+        if first_pgno <= self._lock <= last:
+            raise LTXError(f"cannot encode page {self._lock}: it is the lock page for page size {size}")
+        if h.is_snapshot:
+            want = self._next_snapshot_pgno()
+            if first_pgno != want:
+                raise LTXError(f"snapshot page out of order: got page {first_pgno}, expected page {want}")
+        elif first_pgno <= self._last_pgno:
+            raise LTXError(
+                f"page {first_pgno} out of order: pages must be strictly ascending (previous {self._last_pgno})"
+            )
+        view = memoryview(data)
+        crc, acc, snapshot = self._crc, self._db_acc, h.is_snapshot
+        parts: list[bytes | memoryview] = []
+        append = parts.append
+        for i in range(n):
+            pg = (first_pgno + i).to_bytes(4, "big")
+            page = view[i * size : (i + 1) * size]
+            crc = _go_iso(page, _go_iso(pg, crc))
+            if snapshot:
+                acc ^= _go_iso(page, _go_iso(pg))
+            append(pg)
+            append(page)
+        self._write(b"".join(parts))
+        self._crc, self._db_acc = crc, acc
+        self._last_pgno = last
+        self.page_count += n
+
     def _next_snapshot_pgno(self) -> int:
         nxt = self._last_pgno + 1
         return nxt + 1 if nxt == self._lock else nxt

@@ -98,6 +98,42 @@ class ChecksumTracker:
         if old == 0:
             self._unknown -= 1
 
+    def set_page_checksums(self, first: int, checksums: list[int]) -> None:
+        """Record the checksums of pages ``first, first + 1, ...`` at once: the same result as
+        :meth:`set_page_checksum` for each, with the per-page work done by C loops over arrays."""
+        n = len(checksums)
+        if not n:
+            return
+        last = first + n - 1
+        if not isinstance(first, int) or first < 1 or last > 0xFFFFFFFF:
+            raise LTXError(f"invalid page numbers {first!r}..{last}")
+        if first <= self._lock <= last:
+            raise LTXError(f"page {self._lock} is the lock page: it has no checksum")
+        new = array("Q")
+        try:
+            new.fromlist(checksums)
+        except (TypeError, OverflowError) as exc:
+            raise LTXError(f"pages {first}..{last}: invalid page checksum ({exc})") from None
+        if min(new) < CHECKSUM_FLAG:
+            raise LTXError(f"pages {first}..{last}: invalid page checksum (flag bit missing)")
+        if last > len(self._pages):
+            self.truncate(last)
+        i0 = first - 1
+        pages, blocks = self._pages, self._blocks
+        old = pages[i0 : i0 + n]
+        self._unknown -= old.count(0)
+        pages[i0 : i0 + n] = new
+        acc = self._acc
+        start = i0
+        while start < i0 + n:
+            end = min(i0 + n, ((start >> BLOCK_SHIFT) + 1) << BLOCK_SHIFT)
+            s, e = start - i0, end - i0
+            delta = (reduce(xor, old[s:e], 0) ^ reduce(xor, new[s:e], 0)) & _LOW63
+            blocks[start >> BLOCK_SHIFT] ^= delta
+            acc ^= delta
+            start = end
+        self._acc = acc
+
     def truncate(self, commit: int) -> None:
         """Set the database size to ``commit`` pages: drop pages past it, or add unknown pages up to it."""
         if not isinstance(commit, int) or not 0 <= commit <= 0xFFFFFFFF:

@@ -303,10 +303,10 @@ class ReplicaStream:
                 snap.start()
                 log.info("%s: sending snapshot at txid %016x to %s", db.name, snap.pos.txid, self.replica_id)
                 yield LTXFrameStart(db.name).encode()
-                while chunk := await run_in_thread(snap.next_chunk):
+                while chunk := await run_in_thread(snap.next_wire_chunks):
                     if held is not None and held.released:
                         raise SnapshotError(f"snapshot {db.name}: not sent within {limit:g}s, aborted")
-                    yield encode_chunk(chunk)
+                    yield chunk
                 yield CHUNK_END
             finally:
                 done.set()
@@ -415,18 +415,24 @@ class SnapshotEncoder:
         db, commit, view = self.db, self.commit, self.view
         assert view is not None
         lock = lock_pgno(self.page_size) if commit else 0
+        per_read = max(1, SEND_SIZE // self.page_size)
         while self._sink.size < SEND_SIZE and self._pgno <= commit:
-            pgno = self._pgno
-            self._pgno += 1
-            if pgno == lock:
+            first = self._pgno
+            if first == lock:
+                self._pgno += 1
                 continue
-            # The committed page as of the view: in WAL mode its newest committed frame then, else
-            # the file's copy.
+            # A run of pages up to the lock page or the end, read and encoded in one piece; no more
+            # than what fills this piece (compressed data can come out a little shorter).
+            want = -(-(SEND_SIZE - self._sink.size) // (self.page_size + 4))
+            n = min(per_read, want, commit - first + 1, (lock - first) if first < lock else per_read)
+            self._pgno += n
+            # The committed pages as of the view: in WAL mode their newest committed frames then,
+            # else the file's copies.
             try:
-                data = view.read_page(pgno)
+                data = view.read_pages(first, n)
             except (StoreError, OSError, SQLiteFormatError) as exc:
                 raise SnapshotError(f"snapshot {db.name}: {exc}") from exc
-            enc.encode_page(pgno, data)
+            enc.encode_pages(first, data)
         if not view.still_valid():
             raise SnapshotError(f"snapshot {db.name}: a checkpoint ran while the pages were read")
         if self._pgno > commit:
@@ -441,6 +447,10 @@ class SnapshotEncoder:
         out = self._sink.take()
         self.sent_bytes += len(out)
         return out
+
+    def next_wire_chunks(self) -> bytes:
+        """:meth:`next_chunk` already cut into wire chunks (u16 length + bytes), b"" at the end."""
+        return encode_chunk(self.next_chunk())
 
 
 def wall_ms() -> int:

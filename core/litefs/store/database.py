@@ -87,6 +87,32 @@ class SnapshotView:
             raise StoreError(f"{self.db.name}: page {pgno} missing from the database file")
         return data
 
+    def read_pages(self, first: int, count: int) -> bytes | bytearray:
+        """Pages ``first .. first + count - 1`` as one buffer: one read from the database file, with
+        the pages the view takes from the WAL laid over it."""
+        size = self.page_size
+        data = _pread_full(self.db._db_fd_get(), size * count, (first - 1) * size)
+        wal = self.wal_pages
+        if len(data) < size * count:
+            # In WAL mode the file may end before pages that so far exist only as WAL frames.
+            have = len(data) // size
+            missing = next((p for p in range(first + have, first + count) if p not in wal), None)
+            if missing is not None:
+                raise StoreError(f"{self.db.name}: page {missing} missing from the database file")
+            data = data[: have * size] + bytes(size * count - have * size)
+        if not wal:
+            return data
+        out: bytes | bytearray = data
+        for pgno in range(first, first + count):
+            off = wal.get(pgno)
+            if off is not None:
+                if isinstance(out, bytes):
+                    out = bytearray(out)
+                assert self.wal_fd is not None
+                i = (pgno - first) * size
+                out[i : i + size] = read_wal_page(self.wal_fd, size, off, pgno)
+        return out
+
     def still_valid(self) -> bool:
         """False when a checkpoint or WAL restart may have changed pages read through this view."""
         return self.db.file_generation == self.generation
@@ -220,6 +246,7 @@ def _write_pages(
     first = 0
 
     def flush() -> None:
+        tracker.set_page_checksums(first, [page_checksum(first + i, data) for i, data in enumerate(run)])
         offset = (first - 1) * page_size
         total = len(run) * page_size
         written = os.pwritev(fd, run, offset)
@@ -240,8 +267,9 @@ def _write_pages(
             flush()
         if not run:
             first = pgno
+        if len(data) != page_size:
+            raise LTXError(f"page {pgno}: {len(data)} bytes, page size is {page_size}")
         run.append(data)
-        tracker.set_page(pgno, data)
     if run:
         flush()
 

@@ -1,0 +1,109 @@
+"""Make the replica's h2c stream client fast enough for snapshots.
+
+The replica follows the primary over cleartext HTTP/2 (as LiteFS's Go client does) with httpx/httpcore
+and the pure-Python ``h2`` stack. Out of the box that moved a snapshot at about 25 MB/s on loopback,
+for two reasons measured here (``bench/replication_bench.py``):
+
+* **16 KiB DATA frames.** httpcore never raises ``SETTINGS_MAX_FRAME_SIZE`` from its 16 KiB default,
+  so the primary cuts every MiB into 64 frames, and each frame costs a trip through hypercorn's send
+  task, a socket write, and on this side h2's frame parser and httpcore's per-event bookkeeping.
+* **A hex dump of every received frame.** ``h2`` computes ``repr(frame)`` for a trace log line before
+  the (no-op) logger sees it, and hyperframe's repr hex-encodes the *whole* payload to show its first
+  20 hex digits: two extra passes over every byte received.
+
+:func:`install` fixes both, within these limits:
+
+* the frame size is raised only for requests that ask for it, with the request extension
+  :data:`MAX_FRAME_EXTENSION` (the replica's ``/stream`` request); other httpx clients of the process
+  keep httpcore's behaviour. The larger ``SETTINGS_MAX_FRAME_SIZE`` is sent as a SETTINGS update right
+  after the connection preface (any HTTP/2 server honours it or ignores it: LiteFS's Go primary sends
+  what it likes up to that size), and reads from the socket grow to the same size;
+* the repr gives exactly the same text as before, from the first 10 bytes only.
+
+Both patches check that the library internals they rely on exist; otherwise nothing is patched and
+the client just stays slower.
+"""
+
+from __future__ import annotations
+
+import binascii
+import logging
+from typing import Any
+
+log = logging.getLogger("litefs.replication")
+
+#: httpx request extension: the largest DATA frame (bytes) this connection accepts from the server.
+MAX_FRAME_EXTENSION = "litefs_h2_max_frame_size"
+#: What the replica asks for: a snapshot is sent in ~1 MiB pieces (plus the 2-byte chunk headers).
+STREAM_MAX_FRAME_SIZE = 1 << 20
+#: HTTP/2's largest allowed SETTINGS_MAX_FRAME_SIZE (RFC 9113 6.5.2).
+_FRAME_SIZE_LIMIT = (1 << 24) - 1
+
+_installed = False
+
+
+def _short_raw_data_repr(data: Any) -> str:
+    """hyperframe's ``_raw_data_repr`` without hex-encoding more than it shows (same output)."""
+    if not data:
+        return "None"
+    r = binascii.hexlify(bytes(data[:11])).decode("ascii")
+    if len(r) > 20:
+        r = r[:20] + "..."
+    return "<hex:" + r + ">"
+
+
+def _patch_frame_repr() -> bool:
+    try:
+        import hyperframe.frame as frame
+    except ImportError:
+        return False
+    if not callable(getattr(frame, "_raw_data_repr", None)):
+        return False
+    frame._raw_data_repr = _short_raw_data_repr
+    return True
+
+
+def _patch_httpcore() -> bool:
+    try:
+        import h2.settings
+        from httpcore._async.http2 import AsyncHTTP2Connection
+    except ImportError:
+        return False
+    orig = getattr(AsyncHTTP2Connection, "_send_connection_init", None)
+    if orig is None or getattr(orig, "_litefs_tuned", False):
+        return orig is not None
+
+    async def _send_connection_init(self: Any, request: Any) -> None:
+        await orig(self, request)
+        size = (getattr(request, "extensions", None) or {}).get(MAX_FRAME_EXTENSION)
+        state = getattr(self, "_h2_state", None)
+        if not size or state is None or not hasattr(self, "_write_outgoing_data"):
+            return
+        size = max(16384, min(int(size), _FRAME_SIZE_LIMIT))
+        state.update_settings({h2.settings.SettingCodes.MAX_FRAME_SIZE: size})
+        # Accept the larger frames at once: h2 would only from the server's SETTINGS ACK on, and it
+        # applies that ACK too late when larger frames follow it in the same read (the frame buffer's
+        # limit is set once per read). Accepting more than advertised is always allowed.
+        state.max_inbound_frame_size = size
+        # One socket read can take a whole frame (httpcore reads 64 KiB at a time).
+        self.READ_NUM_BYTES = max(getattr(self, "READ_NUM_BYTES", 0), size)
+        await self._write_outgoing_data(request)
+
+    _send_connection_init._litefs_tuned = True  # type: ignore[attr-defined]
+    AsyncHTTP2Connection._send_connection_init = _send_connection_init  # type: ignore[method-assign]
+    return True
+
+
+def install() -> None:
+    """Apply both patches once per process (idempotent)."""
+    global _installed
+    if _installed:
+        return
+    _installed = True
+    if not _patch_frame_repr():
+        log.debug("h2tune: hyperframe frame repr not patched")
+    if not _patch_httpcore():
+        log.debug("h2tune: httpcore HTTP/2 frame size not patched")
+
+
+__all__ = ["MAX_FRAME_EXTENSION", "STREAM_MAX_FRAME_SIZE", "install"]
