@@ -58,8 +58,15 @@ def sample(families: dict[str, Any], family: str, sample_name: str | None = None
 
 
 def ltx_on_disk(node: LiteFSNode, db: str) -> tuple[int, int]:
-    files = node.ltx_files(db)
-    return len(files), sum(os.path.getsize(os.path.join(node.ltx_dir(db), f)) for f in files)
+    """Count and total size of the LTX files on disk; retention may remove one while we look."""
+    ltx_dir = node.ltx_dir(db)
+    sizes = []
+    for name in node.ltx_files(db):
+        try:
+            sizes.append(os.path.getsize(os.path.join(ltx_dir, name)))
+        except FileNotFoundError:
+            continue  # reaped between the listing and the stat
+    return len(sizes), sum(sizes)
 
 
 DASHBOARD = Path(__file__).resolve().parents[3] / "grafana" / "litefs-dashboard.json"
