@@ -35,8 +35,12 @@ class LTXWriteError(OSError):
     """A background LTX write failed (the node must stop; recovery rebuilds the file from the WAL)."""
 
 
-def write_file_atomically(path: str, data: bytes | memoryview) -> None:
-    """Write ``data`` to ``path`` through a temp file and a rename, so the file appears whole."""
+def write_file_atomically(path: str, data: bytes | memoryview, *, datasync: bool = False) -> None:
+    """Write ``data`` to ``path`` through a temp file and a rename, so the file appears whole.
+
+    With ``datasync`` the temp file's data is made durable (fdatasync) before the rename; making the
+    rename itself durable (fsync of the directory) is the caller's business.
+    """
     tmp = path + _TMP_SUFFIX
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
     try:
@@ -49,6 +53,8 @@ def write_file_atomically(path: str, data: bytes | memoryview) -> None:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
+            if datasync:
+                os.fdatasync(fd)
         finally:
             os.close(fd)
         os.rename(tmp, path)

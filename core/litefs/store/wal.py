@@ -75,13 +75,13 @@ from litefs.sqlite.wal import (
     WALTransaction,
     scan_wal_transactions,
 )
+from litefs.store.ltxwriter import write_file_atomically
 
 if TYPE_CHECKING:
     from litefs.store.database import CommitResult, Database
 
 log = logging.getLogger("litefs.store.wal")
 
-_TMP_SUFFIX = ".tmp"
 
 #: Largest in-memory copy of uncommitted WAL frames; a bigger transaction is read back from the file.
 TAIL_LIMIT = 4 << 20
@@ -361,16 +361,6 @@ def sync_paths(directory: str, paths: list[str]) -> None:
         os.close(dfd)
 
 
-def open_ltx_tmp(db: Database, tmp: str) -> int:
-    """Create an LTX temp file for writing; ``ltx/`` is created only when missing (not per commit)."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
-    try:
-        return os.open(tmp, flags, 0o644)
-    except FileNotFoundError:
-        os.makedirs(db.ltx_dir, exist_ok=True)
-        return os.open(tmp, flags, 0o644)
-
-
 def _write_ltx(
     db: Database, header: Header, pages: list[tuple[int, bytes]], post: int, durable: bool
 ) -> tuple[str, int]:
@@ -387,25 +377,8 @@ def _write_ltx(
     elif not durable and db.ltx_writer is not None:
         db.ltx_writer.submit(path, data)
         return path, size
-    tmp = path + _TMP_SUFFIX
-    try:
-        # One write from memory: the file is small, and a Python file object costs more than it saves.
-        fd = open_ltx_tmp(db, tmp)
-        try:
-            written = 0
-            while written < size:
-                written += os.write(fd, data[written:])
-            if durable and db._fsync:
-                os.fdatasync(fd)
-        finally:
-            os.close(fd)
-        os.rename(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    # One write from memory: the file is small, and a Python file object costs more than it saves.
+    write_file_atomically(path, data, datasync=durable and db._fsync)
     return path, size
 
 
@@ -599,4 +572,4 @@ class WALRecovery:
             os.unlink(wal.path)
 
 
-__all__ = ["WALRecovery", "WALState", "commit_wal_transaction", "open_ltx_tmp", "sync_paths"]
+__all__ = ["WALRecovery", "WALState", "commit_wal_transaction", "sync_paths"]
