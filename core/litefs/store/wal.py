@@ -82,7 +82,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("litefs.store.wal")
 
-
 #: Largest in-memory copy of uncommitted WAL frames; a bigger transaction is read back from the file.
 TAIL_LIMIT = 4 << 20
 
