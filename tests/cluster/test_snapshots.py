@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 
+import httpx
 import pytest
 
 from litefs.testing import LiteFSNode
@@ -198,3 +200,33 @@ def test_snapshot_timeout_aborts_a_slow_snapshot_and_frees_writers(cluster: Clus
     conn.execute("INSERT INTO t VALUES (1)")  # not blocked by a snapshot's lock
     assert primary.pos("db").startswith("0000000000000003/")
     assert not os.path.exists(replica.path("db"))  # no half snapshot was ever applied
+
+
+@MODES
+def test_open_reader_on_a_replica_sees_a_snapshot_without_reopening(
+    cluster: Cluster, mode: str, tmp_path
+) -> None:
+    primary = cluster.primary()
+    write_rows(cluster, primary, 100, create=True, mode=mode)
+    replica = cluster.replica()
+    wait_until(lambda: same_pos(primary, replica, "db"), what="first catch-up")
+    reader = cluster.connect(replica.path("db"))
+    assert reader.execute("SELECT sum(x) FROM t") == [[100]]
+
+    # A database with another page size replaces it: the primary's TXID starts again at 1, so the
+    # replica receives the whole database as a snapshot while the reader stays open.
+    src = str(tmp_path / "src.db")
+    conn = sqlite3.connect(src, isolation_level=None)
+    conn.execute("PRAGMA page_size=8192")
+    conn.execute(f"PRAGMA journal_mode={mode}")
+    conn.execute("CREATE TABLE t (x)")
+    conn.executemany("INSERT INTO t VALUES (?)", [(i,) for i in range(1, 2001)])
+    conn.close()
+    with open(src, "rb") as f:
+        httpx.post(primary.url + "/import", params={"name": "db"}, content=f, timeout=60).raise_for_status()
+    wait_until(lambda: same_pos(primary, replica, "db"), what="snapshot")
+    assert replica.ltx_files("db") == [f"{1:016x}-{1:016x}.ltx"]
+    assert not [n for n in os.listdir(replica.ltx_dir("db")) if n.endswith(".tmp")]
+    assert reader.execute("SELECT sum(x), count(*) FROM t") == [[2001000, 2000]]
+    assert reader.execute("PRAGMA page_size") == [[8192]]
+    assert reader.execute("PRAGMA integrity_check") == [["ok"]]

@@ -1,7 +1,8 @@
-"""Snapshot streaming: the primary's piecewise encoder and the replica's verify-while-receiving."""
+"""Snapshot streaming: the primary's piecewise encoder, the replica's build-while-receiving and install."""
 
 from __future__ import annotations
 
+import fcntl
 import io
 import os
 import random
@@ -11,8 +12,9 @@ import pytest
 
 from litefs.ltx import Decoder, LTXError, Pos
 from litefs.replication.primary import SEND_SIZE, SnapshotEncoder, SnapshotError
-from litefs.replication.replica import _StreamVerifier
-from litefs.store.database import Database, StoreError
+from litefs.replication.replica import _ChunkWorker
+from litefs.store import FileKind
+from litefs.store.database import BuiltSnapshot, Database, StoreError, build_snapshot_file
 
 
 def make_db(tmp_path, rows: int = 3000) -> Database:
@@ -58,30 +60,36 @@ def test_snapshot_encoder_refuses_to_finish_on_a_checksum_mismatch(tmp_path) -> 
             pass
 
 
-def feed(data: bytes, seed: int) -> _StreamVerifier:
-    v = _StreamVerifier()
+def feed(data: bytes, seed: int, shadow: str) -> tuple[_ChunkWorker, list[BuiltSnapshot]]:
+    """Hand ``data`` in random chunk sizes to a builder thread writing the pages to ``shadow``."""
+    built: list[BuiltSnapshot] = []
+    w = _ChunkWorker("test-build", lambda reader: built.append(build_snapshot_file(Decoder(reader), shadow)))
     rng = random.Random(seed)
     pos = 0
     while pos < len(data):
         n = rng.choice([1, 7, 100, 4096, 65535])
-        v.feed(data[pos : pos + n])
+        w.feed(data[pos : pos + n])
         pos += n
-    v.close()
-    v.join()
-    return v
+    w.close()
+    w.join()
+    return w, built
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_stream_verifier_accepts_a_snapshot_in_any_chunking(tmp_path, seed: int) -> None:
+def test_snapshot_builder_writes_the_database_in_any_chunking(tmp_path, seed: int) -> None:
     db = make_db(tmp_path, rows=400)
     data, _ = encode_all(db)
-    v = feed(data, seed)
-    assert v.error is None
-    assert v.header is not None and v.header.is_snapshot
+    shadow = str(tmp_path / "shadow.tmp")
+    w, built = feed(data, seed, shadow)
+    assert w.error is None
+    assert built[0].header.is_snapshot and built[0].post_apply_checksum == db.pos.post_apply_checksum
+    assert built[0].tracker.checksum == db.pos.post_apply_checksum
+    with open(shadow, "rb") as a, open(db.db_path, "rb") as b:
+        assert a.read() == b.read()
 
 
 @pytest.mark.parametrize("where", ["middle", "end", "truncated"])
-def test_stream_verifier_rejects_a_damaged_snapshot(tmp_path, where: str) -> None:
+def test_snapshot_builder_rejects_a_damaged_snapshot_and_leaves_no_file(tmp_path, where: str) -> None:
     db = make_db(tmp_path, rows=400)
     data, _ = encode_all(db)
     damaged = bytearray(data)
@@ -89,8 +97,42 @@ def test_stream_verifier_rejects_a_damaged_snapshot(tmp_path, where: str) -> Non
         damaged = damaged[: len(damaged) // 2]
     else:
         damaged[len(damaged) // 2 if where == "middle" else -12] ^= 0x40
-    v = feed(bytes(damaged), 1)
-    assert isinstance(v.error, LTXError)
+    shadow = tmp_path / "shadow.tmp"
+    w, built = feed(bytes(damaged), 1, str(shadow))
+    assert isinstance(w.error, LTXError) and not built
+    assert not shadow.exists()
+
+
+def test_install_snapshot_points_open_descriptors_at_the_new_file(tmp_path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    source = make_db(tmp_path / "a", rows=300)
+    data, _ = encode_all(source)
+    target = make_db(tmp_path / "b", rows=20)  # an older, smaller database under the same name
+    reader = target.open_file(FileKind.DATABASE, os.O_RDONLY)
+    writer = target.open_file(FileKind.DATABASE, os.O_RDWR)
+    try:
+        shadow = os.path.join(target.ltx_dir, ".incoming-x.db.tmp")
+        w, built = feed(data, 1, shadow)
+        assert w.error is None
+        ltx = target.ltx_path(1, source.pos.txid)
+        with open(ltx, "wb") as f:
+            f.write(data)
+        result = target.install_snapshot(built[0], ltx, notify=False)
+        assert result.kind == "snapshot" and target.pos == source.pos
+        assert target.page_count == source.page_count and not os.path.exists(shadow)
+        with open(source.db_path, "rb") as f:
+            want = f.read()
+        size = len(want)
+        assert os.pread(reader, size + 1, 0) == want  # the descriptor opened before now reads the new file
+        assert os.fstat(writer).st_size == size
+        assert fcntl.fcntl(reader, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY  # access mode kept
+        assert fcntl.fcntl(writer, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDWR
+        target.verify()  # position matches the content on disk
+    finally:
+        target.close_file(reader)
+        target.close_file(writer)
+    assert not target._file_fds
 
 
 def test_snapshot_view_read_pages_lays_wal_pages_over_the_file(tmp_path) -> None:

@@ -596,7 +596,7 @@ class LiteFSOperations(pyfuse3.Operations):
     async def release(self, fh: int) -> None:
         h = self._handles.pop(fh, None)
         if h is not None and h.fd >= 0:
-            os.close(h.fd)
+            h.db.close_file(h.fd)
         if h is not None and h.halt_id is not None and self.halts is not None:
             # The last close of the handle (also when its process died): the database is
             # read-only again at once; recovery and the DELETE /halt run in the background.

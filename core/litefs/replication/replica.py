@@ -27,7 +27,7 @@ import queue
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -55,6 +55,8 @@ from litefs.replication.protocol import (
 from litefs.replication.walindex import is_wal_database, rewrite_shm, wal_apply_lock, wal_has_frames
 from litefs.sqlite.errors import SQLiteFormatError
 from litefs.store import CommitResult, Database, FileKind, StoreError
+from litefs.store.database import BuiltSnapshot, build_snapshot_file
+from litefs.store.writeback import WritebackPacer
 
 if TYPE_CHECKING:
     from litefs.node import Node
@@ -396,7 +398,10 @@ class ReplicaClient:
             spool.discard()
             raise
         received = time.perf_counter()
-        await self._apply_file(db, path, header)
+        if spool.built is not None:
+            await self._install_snapshot(db, spool.built, path, header)
+        else:
+            await self._apply_file(db, path, header)
         self.applied += 1
         self.primary_txids[db.name] = header.max_txid
         self.node.notify(
@@ -423,7 +428,6 @@ class ReplicaClient:
             self.primary_timestamp_ms = header.timestamp
 
     async def _apply_file(self, db: Database, path: str, header: Header) -> None:
-        node = self.node
         if header.is_snapshot or os.path.getsize(path) > THREAD_APPLY_BYTES:
             # A large apply (a snapshot: the whole database) runs in a worker thread so FUSE and HTTP
             # are served meanwhile; the commit listeners hear of it back on this thread.
@@ -435,6 +439,25 @@ class ReplicaClient:
             async def apply() -> None:
                 self._apply_locked(db, path, header)
 
+        await self._locked_for_apply(db, header, apply)
+
+    async def _install_snapshot(self, db: Database, built: BuiltSnapshot, path: str, header: Header) -> None:
+        """Swap in a snapshot's database file, built while it arrived, under the same locks as an apply."""
+
+        async def apply() -> None:
+            try:
+                result = db.install_snapshot(built, path, notify=False)
+            except (StoreError, OSError) as exc:
+                raise ApplyError(f"install snapshot {os.path.basename(path)} on {db.name!r}: {exc}") from exc
+            db.notify_commit(result)
+
+        await self._locked_for_apply(db, header, apply)
+
+    async def _locked_for_apply(
+        self, db: Database, header: Header, apply: Callable[[], Awaitable[None]]
+    ) -> None:
+        """Run ``apply`` so that open readers see the database before it or after it, never between."""
+        node = self.node
         visible = db.exists() and db.page_count > 0
         if visible and db.file_exists(FileKind.SHM) and is_wal_database(db.db_path):
             # WAL mode with readers around: they hold SHARED on the database for as long as they are
@@ -530,6 +553,19 @@ class _QueueReader:
             while self.pending > limit and not self._eof:
                 self.cond.wait(1.0)
 
+    def drain(self) -> None:
+        """Take every chunk up to the end, handing each to the sink (if any) as it is."""
+        while not self._eof:
+            item = self.queue.get()
+            if item is None:
+                with self.cond:
+                    self._eof = True
+                    self.cond.notify_all()
+                return
+            self._got(len(item))
+            if self.sink is not None:
+                self.sink(item)
+
     def read(self, n: int = -1) -> bytes:
         parts: list[bytes] = []
         need = n if n >= 0 else 1 << 62
@@ -557,33 +593,34 @@ class _QueueReader:
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
-class _StreamVerifier:
-    """Check an incoming LTX file completely while it arrives, in a thread of its own.
+class _ChunkWorker:
+    """A thread that consumes the chunks of one incoming LTX file through a :class:`_QueueReader`.
 
-    The chunks go to the spool file and to this verifier's decoder (LZ4, page order, file checksum,
-    snapshot checksum) at once, so when the last chunk is in, the file is already verified: no
-    second pass over a large snapshot before it is applied. The thread writes the spool file too
-    (``sink``), which keeps the disk writes off the trio thread that receives the stream. At most ``VERIFY_BACKLOG`` bytes wait
-    for the decoder; beyond that the receiver waits (memory stays flat whatever the snapshot size).
+    ``work`` runs in the thread with the reader; an exception it raises is kept in :attr:`error`
+    (reported by :meth:`_Spool.finish`), after which the rest of the chunks are drained unused so
+    a waiting receiver is released. At most ``VERIFY_BACKLOG`` bytes wait for the thread; beyond
+    that the receiver waits (memory stays flat whatever the snapshot size).
     """
 
-    def __init__(self, sink: Callable[[bytes], object] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        work: Callable[[_QueueReader], object],
+        sink: Callable[[bytes], object] | None = None,
+    ) -> None:
         self._reader = _QueueReader(sink)
+        self._work = work
         self.error: BaseException | None = None
-        self.header: Header | None = None
-        self._thread = threading.Thread(target=self._run, name="litefs-ltx-verify", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         try:
-            dec = Decoder(self._reader)
-            self.header = dec.header
-            dec.verify()
+            self._work(self._reader)
         except BaseException as exc:  # reported by finish()
             self.error = exc
             self._reader.sink = None  # the file is discarded: stop writing it
-            while self._reader.read(1 << 20):  # drain, so a waiting receiver is released
-                pass
+            self._reader.drain()
 
     def feed(self, data: bytes) -> None:
         self._reader.put(data)
@@ -593,7 +630,7 @@ class _StreamVerifier:
         return self._reader.pending > VERIFY_BACKLOG
 
     async def catch_up(self) -> None:
-        """Wait (in a worker thread) until the decoder is back under the backlog limit."""
+        """Wait (in a worker thread) until the thread is back under the backlog limit."""
         await trio.to_thread.run_sync(self._reader.wait_below, VERIFY_BACKLOG // 2)
 
     def close(self) -> None:
@@ -606,37 +643,49 @@ class _StreamVerifier:
 class _Spool:
     """One incoming LTX file, written to a temp file in the database's ``ltx/`` directory.
 
-    Snapshots are verified while they arrive (:class:`_StreamVerifier`); small incremental files
-    are verified after the last chunk, which costs less than a thread.
+    A snapshot is handled by two threads while it arrives: one writes the LTX file as received,
+    the other decodes and checks it and writes its pages into a new database file beside the live
+    one (:func:`build_snapshot_file`), so when the last chunk is in, all that is left is renaming
+    both into place. Small incremental files are verified after the last chunk, which costs less
+    than a thread.
     """
 
     def __init__(self, db: Database) -> None:
         self.db = db
         self.started = time.perf_counter()
         os.makedirs(db.ltx_dir, exist_ok=True)
-        # Ends in ".tmp": startup recovery removes leftovers.
-        self.tmp = os.path.join(db.ltx_dir, f".incoming-{secrets.token_hex(4)}.tmp")
+        # Both end in ".tmp": startup recovery removes leftovers from the ltx/ directory.
+        token = secrets.token_hex(4)
+        self.tmp = os.path.join(db.ltx_dir, f".incoming-{token}.tmp")
+        self.shadow = os.path.join(db.ltx_dir, f".incoming-{token}.db.tmp")
         self._f = open(self.tmp, "wb")  # noqa: SIM115 - closed in finish/discard
         self.started_at = trio.current_time()
         self.size = 0
         self._head: bytes | None = b""
         self.is_snapshot = False
         """Known once the header has arrived: a snapshot starts at TXID 1."""
-        self._verifier: _StreamVerifier | None = None
+        self._workers: list[_ChunkWorker] = []
+        self._header: Header | None = None
+        self.built: BuiltSnapshot | None = None
+        """A snapshot's database file, once :meth:`finish` returned."""
+        self._written = 0
+        self._pacer: WritebackPacer | None = None
 
     @property
     def backlogged(self) -> bool:
-        """True when the verifier lags too far behind: await :meth:`catch_up` before more writes."""
-        return self._verifier is not None and self._verifier.backlogged
+        """True when a worker lags too far behind: await :meth:`catch_up` before more writes."""
+        return any(w.backlogged for w in self._workers)
 
     async def catch_up(self) -> None:
-        if self._verifier is not None:
-            await self._verifier.catch_up()
+        for worker in self._workers:
+            if worker.backlogged:
+                await worker.catch_up()
 
     def write(self, data: bytes) -> None:
         self.size += len(data)
-        if self._verifier is not None:
-            self._verifier.feed(data)  # its thread writes the file
+        if self._workers:
+            for worker in self._workers:
+                worker.feed(data)
             return
         if self._head is None:
             self._f.write(data)
@@ -654,11 +703,32 @@ class _Spool:
         except LTXError:
             snapshot = False  # finish() reports the bad header
         self.is_snapshot = snapshot
-        if snapshot:
-            self._verifier = _StreamVerifier(self._f.write)
-            self._verifier.feed(head)
-        else:
+        if not snapshot:
             self._f.write(head)
+            return
+        self._pacer = WritebackPacer(self._f.fileno())
+        self._workers = [
+            _ChunkWorker("litefs-ltx-write", _QueueReader.drain, self._write_raw),
+            _ChunkWorker("litefs-ltx-build", self._build),
+        ]
+        for worker in self._workers:
+            worker.feed(head)
+
+    def _write_raw(self, data: bytes) -> None:
+        """In the writer thread: append to the LTX temp file."""
+        self._f.write(data)
+        self._written += len(data)
+        assert self._pacer is not None
+        self._pacer.wrote(self._written)
+
+    def _build(self, reader: _QueueReader) -> None:
+        """In the builder thread: decode and check the snapshot, writing its pages to the shadow file."""
+        dec = Decoder(reader)
+        self._header = dec.header
+        if dec.header.commit == 0:
+            dec.verify()  # a dropped database: applied the ordinary way
+        else:
+            self.built = build_snapshot_file(dec, self.shadow, fsync=self.db.fsync_enabled)
 
     async def finish(self) -> Header:
         """Close the temp file, make sure it is verified completely and return its header."""
@@ -666,15 +736,17 @@ class _Spool:
             if self._head is not None:  # shorter than a header: decoding below says so
                 self._f.write(self._head)
                 self._head = None
-            if self._verifier is not None:
-                self._verifier.close()
-                await trio.to_thread.run_sync(self._verifier.join)
+            for worker in self._workers:
+                worker.close()
+            for worker in self._workers:
+                await trio.to_thread.run_sync(worker.join)
             self._f.close()
-            if self._verifier is not None:
-                if self._verifier.error is not None:
-                    raise self._verifier.error
-                assert self._verifier.header is not None
-                return self._verifier.header
+            if self._workers:
+                for worker in reversed(self._workers):  # a decoding error names the culprit best
+                    if worker.error is not None:
+                        raise worker.error
+                assert self._header is not None
+                return self._header
             with open(self.tmp, "rb") as f:
                 header = peek_header(f)
                 f.seek(0)
@@ -708,12 +780,13 @@ class _Spool:
     def discard(self) -> None:
         if not self._f.closed:
             self._f.close()
-        if self._verifier is not None:
-            self._verifier.close()  # its thread ends on its own
-        try:
-            os.unlink(self.tmp)
-        except FileNotFoundError:
-            pass
+        for worker in self._workers:
+            worker.close()  # its thread ends on its own
+        for path in (self.tmp, self.shadow):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
 
 
 __all__ = [

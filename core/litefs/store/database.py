@@ -18,6 +18,7 @@ its content (see :meth:`Database.recover`).
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import time
@@ -50,6 +51,7 @@ from litefs.sqlite.journal import is_journal_header_valid, rollback_journal
 from litefs.store.ltxwriter import LTXWriteError, LTXWriter
 from litefs.store.names import BACKING_NAMES, FileKind
 from litefs.store.wal import WALRecovery, WALState, read_wal_page
+from litefs.store.writeback import WritebackPacer
 
 log = logging.getLogger("litefs.store")
 
@@ -239,7 +241,11 @@ _WRITE_BATCH = 256
 
 
 def _write_pages(
-    fd: int, page_size: int, pages: Iterable[tuple[int, bytes]], tracker: ChecksumTracker
+    fd: int,
+    page_size: int,
+    pages: Iterable[tuple[int, bytes]],
+    tracker: ChecksumTracker,
+    pacer: WritebackPacer | None = None,
 ) -> None:
     """Write decoded pages at their offsets, consecutive ones with one pwritev per batch."""
     run: list[bytes] = []
@@ -261,6 +267,8 @@ def _write_pages(
                         n = os.pwrite(fd, view, pos)
                         view, pos = view[n:], pos + n
         run.clear()
+        if pacer is not None:
+            pacer.wrote(offset + total)
 
     for pgno, data in pages:
         if run and (pgno != first + len(run) or len(run) >= _WRITE_BATCH):
@@ -272,6 +280,55 @@ def _write_pages(
         run.append(data)
     if run:
         flush()
+
+
+@dataclass
+class BuiltSnapshot:
+    """A database file built from a snapshot LTX file beside the live one (see
+    :func:`build_snapshot_file`), complete, verified and durable: :meth:`Database.install_snapshot`
+    puts it in place."""
+
+    path: str
+    header: Header
+    post_apply_checksum: int
+    tracker: ChecksumTracker
+
+
+def build_snapshot_file(dec: Decoder, path: str, *, fsync: bool = True) -> BuiltSnapshot:
+    """Write every page of the snapshot ``dec`` is decoding into a new file at ``path``.
+
+    The file is checked against the snapshot's post-apply checksum and fsynced. Readers of the live
+    database never see it until it is renamed into place, so a snapshot can be written while it
+    arrives, without any lock, and a bad or cut-off snapshot changes nothing. Blocking: run it in a
+    thread. On any error the file is removed.
+    """
+    h = dec.header
+    if not h.is_snapshot:
+        raise StoreError(f"build snapshot file: LTX {h.min_txid:016x}-{h.max_txid:016x} is not a snapshot")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        tracker = ChecksumTracker(h.page_size)
+        _write_pages(fd, h.page_size, dec.pages(), tracker, WritebackPacer(fd))
+        trailer = dec.trailer
+        assert trailer is not None
+        os.ftruncate(fd, h.commit * h.page_size)
+        tracker.truncate(h.commit)
+        if tracker.checksum != trailer.post_apply_checksum:
+            raise StoreError(
+                f"snapshot {h.min_txid:016x}-{h.max_txid:016x}: written pages give checksum "
+                f"{tracker.checksum:016x}, LTX post-apply checksum is {trailer.post_apply_checksum:016x}"
+            )
+        if fsync:
+            os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        raise
+    os.close(fd)
+    return BuiltSnapshot(path, h, trailer.post_apply_checksum, tracker)
 
 
 def _pread_full(fd: int, size: int, offset: int) -> bytes:
@@ -318,6 +375,9 @@ class Database:
         self.tracker: ChecksumTracker | None = None
         self._dirty = _Dirty()
         self._db_fd: int | None = None
+        #: Descriptors of the database file opened for the mount (open_file): installing a snapshot
+        #: points them at the new file (see install_snapshot).
+        self._file_fds: set[int] = set()
         # True when the backing database file has been fsynced since its last write: SQLite does it
         # itself before invalidating a journal under synchronous=FULL/NORMAL, so the commit can skip it.
         self._db_synced = True
@@ -339,6 +399,11 @@ class Database:
         #: Writes the LTX files of WAL commits in the background (see litefs.store.ltxwriter);
         #: None writes them on the commit path.
         self.ltx_writer: LTXWriter | None = None
+
+    @property
+    def fsync_enabled(self) -> bool:
+        """False only in tests and benchmarks that turn fsync off for the whole store."""
+        return self._fsync
 
     # -- paths ---------------------------------------------------------------------------------
 
@@ -415,7 +480,14 @@ class Database:
         fd = os.open(self.backing_path(kind), flags | os.O_CLOEXEC, mode)
         if kind is FileKind.WAL:
             self.wal.exists = True  # WAL mode: database writes are checkpoints from now on
+        elif kind is FileKind.DATABASE:
+            self._file_fds.add(fd)
         return fd
+
+    def close_file(self, fd: int) -> None:
+        """Close a descriptor :meth:`open_file` returned."""
+        self._file_fds.discard(fd)
+        os.close(fd)
 
     # -- writes from SQLite --------------------------------------------------------------------
 
@@ -797,6 +869,48 @@ class Database:
         self._db_synced = True
         result = CommitResult(
             h.max_txid, trailer.post_apply_checksum, h.page_size, h.commit, h.timestamp, path, kind
+        )
+        if notify:
+            self.notify_commit(result)
+        return result
+
+    def install_snapshot(self, built: BuiltSnapshot, ltx_path: str, *, notify: bool = True) -> CommitResult:
+        """Put a database file built from a snapshot in place of the live one; adopt its position.
+
+        ``ltx_path`` is the snapshot's LTX file, already in its final place and durable, so a crash
+        before the rename leaves startup recovery to re-apply it. The caller holds SQLite's locks
+        (readers see the old database or the new one, never a mix) and drops the kernel's cached
+        pages afterwards. Runs on the trio thread: the descriptors it re-points belong to the FUSE
+        handlers, and none may be closed (and its number reused) meanwhile.
+        """
+        h = built.header
+        self._ensure_dirs()
+        os.rename(built.path, self.db_path)
+        if self._fsync:
+            _fsync_dir(self.path)
+        # Descriptors opened on the old file would go on reading it: each is pointed at the new
+        # file with its access mode kept (dup2 swaps it atomically under a concurrent pread).
+        fds = set(self._file_fds)
+        if self._db_fd is not None:
+            fds.add(self._db_fd)
+        for fd in fds:
+            access = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE
+            new = os.open(self.db_path, access | os.O_CLOEXEC)
+            try:
+                os.dup2(new, fd, inheritable=False)
+            finally:
+                os.close(new)
+        self.file_generation += 1
+        self.external_mtime_ns = time.time_ns()
+        self.tracker = built.tracker
+        self.page_size = h.page_size
+        self.page_count = h.commit
+        self.pos = Pos(h.max_txid, built.post_apply_checksum)
+        self.timestamp_ms = h.timestamp
+        self._dirty.clear()
+        self._db_synced = True
+        result = CommitResult(
+            h.max_txid, built.post_apply_checksum, h.page_size, h.commit, h.timestamp, ltx_path, "snapshot"
         )
         if notify:
             self.notify_commit(result)
