@@ -18,7 +18,8 @@ for two reasons measured here (``bench/replication_bench.py``):
   keep httpcore's behaviour. The larger ``SETTINGS_MAX_FRAME_SIZE`` is sent as a SETTINGS update right
   after the connection preface (any HTTP/2 server honours it or ignores it: LiteFS's Go primary sends
   what it likes up to that size), and reads from the socket grow to the same size;
-* the repr gives exactly the same text as before, from the first 10 bytes only.
+* the repr gives exactly the same text as before, from the first 10 bytes only (a DATA frame's
+  repr no longer serializes, that is copies, its whole payload first).
 
 Both patches check that the library internals they rely on exist; otherwise nothing is patched and
 the client just stays slower.
@@ -52,6 +53,13 @@ def _short_raw_data_repr(data: Any) -> str:
     return "<hex:" + r + ">"
 
 
+def _data_body_repr(self: Any) -> str:
+    """``DataFrame``'s body repr from its first bytes only; the stock one serializes (copies) the
+    whole payload first."""
+    head = self.serialize_padding_data() + bytes(self.data[:11])
+    return _short_raw_data_repr((head + b"\0" * self.pad_length)[:11])
+
+
 def _patch_frame_repr() -> bool:
     try:
         import hyperframe.frame as frame
@@ -60,6 +68,9 @@ def _patch_frame_repr() -> bool:
     if not callable(getattr(frame, "_raw_data_repr", None)):
         return False
     frame._raw_data_repr = _short_raw_data_repr
+    data_frame = getattr(frame, "DataFrame", None)
+    if data_frame is not None and callable(getattr(data_frame, "_body_repr", None)):
+        data_frame._body_repr = _data_body_repr
     return True
 
 

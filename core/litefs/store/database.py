@@ -22,7 +22,7 @@ import fcntl
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
@@ -240,12 +240,27 @@ def _ltx_header_and_post(path: str) -> tuple[Header, int]:
 _WRITE_BATCH = 256
 
 
+def _pwrite_pages(fd: int, page_size: int, run: Sequence[bytes | memoryview], offset: int) -> None:
+    """Write consecutive pages at ``offset`` with one pwritev (finishing a short write page by page)."""
+    total = len(run) * page_size
+    written = os.pwritev(fd, run, offset)
+    if written < total:
+        for i, data in enumerate(run):
+            end = (i + 1) * page_size
+            if end > written:
+                start = max(written - i * page_size, 0)
+                view = memoryview(data)[start:]
+                pos = offset + i * page_size + start
+                while view:
+                    n = os.pwrite(fd, view, pos)
+                    view, pos = view[n:], pos + n
+
+
 def _write_pages(
     fd: int,
     page_size: int,
     pages: Iterable[tuple[int, bytes]],
     tracker: ChecksumTracker,
-    pacer: WritebackPacer | None = None,
 ) -> None:
     """Write decoded pages at their offsets, consecutive ones with one pwritev per batch."""
     run: list[bytes] = []
@@ -254,21 +269,8 @@ def _write_pages(
     def flush() -> None:
         tracker.set_page_checksums(first, [page_checksum(first + i, data) for i, data in enumerate(run)])
         offset = (first - 1) * page_size
-        total = len(run) * page_size
-        written = os.pwritev(fd, run, offset)
-        if written < total:  # short write: finish the rest page by page
-            for i, data in enumerate(run):
-                end = (i + 1) * page_size
-                if end > written:
-                    start = max(written - i * page_size, 0)
-                    view = memoryview(data)[start:]
-                    pos = offset + i * page_size + start
-                    while view:
-                        n = os.pwrite(fd, view, pos)
-                        view, pos = view[n:], pos + n
+        _pwrite_pages(fd, page_size, run, offset)
         run.clear()
-        if pacer is not None:
-            pacer.wrote(offset + total)
 
     for pgno, data in pages:
         if run and (pgno != first + len(run) or len(run) >= _WRITE_BATCH):
@@ -308,7 +310,12 @@ def build_snapshot_file(dec: Decoder, path: str, *, fsync: bool = True) -> Built
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
     try:
         tracker = ChecksumTracker(h.page_size)
-        _write_pages(fd, h.page_size, dec.pages(), tracker, WritebackPacer(fd))
+        pacer = WritebackPacer(fd)
+        for first, pages, sums in dec.snapshot_runs(_WRITE_BATCH):
+            offset = (first - 1) * h.page_size
+            _pwrite_pages(fd, h.page_size, pages, offset)
+            tracker.set_page_checksums(first, sums)
+            pacer.wrote(offset + len(pages) * h.page_size)
         trailer = dec.trailer
         assert trailer is not None
         os.ftruncate(fd, h.commit * h.page_size)
