@@ -332,7 +332,8 @@ class FrameParser:
         raise self._error
 
     def _consume(self, n: int) -> bytes:
-        out = bytes(self._buf[:n])
+        with memoryview(self._buf) as view:  # one copy (a slice of the bytearray would be two)
+            out = bytes(view[:n])
         del self._buf[:n]
         self._base += n
         return out
