@@ -158,3 +158,29 @@ def test_snapshot_view_read_pages_lays_wal_pages_over_the_file(tmp_path) -> None
         assert view.read_pages(end, 2) == view.read_page(end) + b"\xab" * size
     finally:
         os.close(fd)
+
+
+def test_crash_between_snapshot_ltx_and_database_swap_recovers_to_the_snapshot(tmp_path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    source = make_db(tmp_path / "a", rows=300)
+    data, _ = encode_all(source)
+    target = make_db(tmp_path / "b", rows=20)
+    # Where a replica is when it dies after installing the snapshot's LTX file, before the rename of
+    # the database file built beside the old one.
+    shadow = os.path.join(target.ltx_dir, ".incoming-x.db.tmp")
+    w, built = feed(data, 1, shadow)
+    assert w.error is None and os.path.exists(shadow)
+    for _, _, old in target.ltx_files():
+        os.unlink(old)
+    with open(target.ltx_path(1, source.pos.txid), "wb") as f:
+        f.write(data)
+    target.close()
+
+    restarted = Database("db", target.path)
+    restarted.recover()
+    assert restarted.pos == source.pos
+    restarted.verify()
+    with open(source.db_path, "rb") as a, open(restarted.db_path, "rb") as b:
+        assert a.read() == b.read()
+    assert not [n for n in os.listdir(restarted.ltx_dir) if n.endswith(".tmp")]

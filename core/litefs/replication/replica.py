@@ -6,10 +6,11 @@
   ``?filter=`` from ``lease.databases``) and ``Litefs-Id``; adopt the primary's cluster ID if this node
   has none, refuse to stream from a primary of another cluster;
 * for every LTX frame: spool the file to ``ltx/``, check it (TXID continuity and pre-apply checksum for
-  incremental files, full file checksum; a snapshot is decoded and checked by a thread while it
-  arrives), rename it into place and apply it under SQLite's EXCLUSIVE lock taken through the mount
-  (open readers never see half a transaction; a snapshot is applied in a worker thread), then drop
-  the kernel's cached pages so those readers see the new data without reopening;
+  incremental files, full file checksum), rename it into place and apply it under SQLite's EXCLUSIVE
+  lock taken through the mount (open readers never see half a transaction), then drop the kernel's
+  cached pages so those readers see the new data without reopening. A snapshot is decoded, checked
+  and written into a new database file by a thread while it arrives; under the lock that file only
+  replaces the old one (:meth:`Database.install_snapshot`);
 * READY marks the node ready; HEARTBEAT and applied LTX timestamps feed ``.lag``;
 * any error, EOF or END: wait ``lease.reconnect-delay`` and connect again. A position mismatch is such
   an error: on reconnect the primary notices and sends a snapshot.
@@ -66,7 +67,7 @@ log = logging.getLogger("litefs.replication")
 EXIT_FATAL = 99
 #: LTX files larger than this are applied in a worker thread (snapshots always are).
 THREAD_APPLY_BYTES = 4 << 20
-#: Bytes of an incoming snapshot that may wait for its verifier thread before receiving pauses.
+#: Bytes of an incoming snapshot that may wait for each of its two threads before receiving pauses.
 VERIFY_BACKLOG = 8 << 20
 #: Stream over h2c, as LiteFS's Go client does. Out of the box httpcore's HTTP/2 was much slower than
 #: HTTP/1.1 here (16 KiB DATA frames, a hex dump of every frame received); h2tune fixes both, after
