@@ -77,9 +77,11 @@ done
 echo "== all three mounted"
 
 DB=demo.db
-sqlite3 "$ROOT/node1/mnt/$DB" "CREATE TABLE greetings (id INTEGER PRIMARY KEY, text TEXT)"
+# A busy timeout, as any app on LiteFS needs: while the primary reads a snapshot for a replica that
+# just saw the new database, it holds SQLite's SHARED lock and a writer has to wait a moment.
+sqlite3 -cmd ".timeout 5000" "$ROOT/node1/mnt/$DB" "CREATE TABLE greetings (id INTEGER PRIMARY KEY, text TEXT)"
 for word in hello bonjour hallo hola; do
-    sqlite3 "$ROOT/node1/mnt/$DB" "INSERT INTO greetings (text) VALUES ('$word')"
+    sqlite3 -cmd ".timeout 5000" "$ROOT/node1/mnt/$DB" "INSERT INTO greetings (text) VALUES ('$word')"
 done
 PRIMARY_POS=$(cat "$ROOT/node1/mnt/$DB-pos")
 echo "== wrote 5 transactions on node1 (primary); position $PRIMARY_POS"
@@ -108,7 +110,7 @@ for n in "${NODES[@]}"; do
 done
 
 echo "== one more write; replicas follow within milliseconds:"
-sqlite3 "$ROOT/node1/mnt/$DB" "INSERT INTO greetings (text) VALUES ('ciao')"
+sqlite3 -cmd ".timeout 5000" "$ROOT/node1/mnt/$DB" "INSERT INTO greetings (text) VALUES ('ciao')"
 PRIMARY_POS=$(cat "$ROOT/node1/mnt/$DB-pos")
 for n in node2 node3; do
     wait_for "$n to catch up" same_pos "$n"
