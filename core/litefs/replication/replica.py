@@ -554,36 +554,35 @@ class _QueueReader:
             while self.pending > limit and not self._eof:
                 self.cond.wait(1.0)
 
+    def _take(self) -> bytes | None:
+        """The next chunk (already handed to the sink), or None at the end."""
+        if self._eof:
+            return None
+        item = self.queue.get()
+        if item is None:
+            with self.cond:
+                self._eof = True
+                self.cond.notify_all()
+            return None
+        self._got(len(item))
+        if self.sink is not None:
+            self.sink(item)
+        return item
+
     def drain(self) -> None:
         """Take every chunk up to the end, handing each to the sink (if any) as it is."""
-        while not self._eof:
-            item = self.queue.get()
-            if item is None:
-                with self.cond:
-                    self._eof = True
-                    self.cond.notify_all()
-                return
-            self._got(len(item))
-            if self.sink is not None:
-                self.sink(item)
+        while self._take() is not None:
+            pass
 
     def read(self, n: int = -1) -> bytes:
         parts: list[bytes] = []
         need = n if n >= 0 else 1 << 62
         while need > 0:
             if self._pos >= len(self._cur):
-                if self._eof:
-                    break
-                item = self.queue.get()
+                item = self._take()
                 if item is None:
-                    with self.cond:
-                        self._eof = True
-                        self.cond.notify_all()
                     break
                 self._cur, self._pos = item, 0
-                self._got(len(item))
-                if self.sink is not None:
-                    self.sink(item)
             take = min(need, len(self._cur) - self._pos)
             if take == len(self._cur) and self._pos == 0:
                 parts.append(self._cur)  # a whole chunk: no copy

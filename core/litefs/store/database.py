@@ -867,19 +867,7 @@ class Database:
                 f"apply {os.path.basename(path)}: database checksum {self.tracker.checksum:016x} does not "
                 f"match LTX post-apply checksum {trailer.post_apply_checksum:016x}"
             )
-        self.external_mtime_ns = time.time_ns()
-        self.page_size = h.page_size
-        self.page_count = h.commit
-        self.pos = Pos(h.max_txid, trailer.post_apply_checksum)
-        self.timestamp_ms = h.timestamp
-        self._dirty.clear()
-        self._db_synced = True
-        result = CommitResult(
-            h.max_txid, trailer.post_apply_checksum, h.page_size, h.commit, h.timestamp, path, kind
-        )
-        if notify:
-            self.notify_commit(result)
-        return result
+        return self._adopt(h, trailer.post_apply_checksum, path, kind, notify)
 
     def install_snapshot(self, built: BuiltSnapshot, ltx_path: str, *, notify: bool = True) -> CommitResult:
         """Put a database file built from a snapshot in place of the live one; adopt its position.
@@ -908,17 +896,20 @@ class Database:
             finally:
                 os.close(new)
         self.file_generation += 1
-        self.external_mtime_ns = time.time_ns()
         self.tracker = built.tracker
+        return self._adopt(h, built.post_apply_checksum, ltx_path, "snapshot", notify)
+
+    def _adopt(self, h: Header, post_apply_checksum: int, path: str, kind: str, notify: bool) -> CommitResult:
+        """After the database file was changed behind the kernel to the state after LTX ``h``: take
+        that state as this database's (size, position, timestamp) and report it."""
+        self.external_mtime_ns = time.time_ns()
         self.page_size = h.page_size
         self.page_count = h.commit
-        self.pos = Pos(h.max_txid, built.post_apply_checksum)
+        self.pos = Pos(h.max_txid, post_apply_checksum)
         self.timestamp_ms = h.timestamp
         self._dirty.clear()
         self._db_synced = True
-        result = CommitResult(
-            h.max_txid, built.post_apply_checksum, h.page_size, h.commit, h.timestamp, ltx_path, "snapshot"
-        )
+        result = CommitResult(h.max_txid, post_apply_checksum, h.page_size, h.commit, h.timestamp, path, kind)
         if notify:
             self.notify_commit(result)
         return result
