@@ -12,6 +12,17 @@ free device costs no extra scheduler pass; a second worker (see :mod:`litefs.fus
 a ``ParkingLot`` while another one waits. :func:`terminate` replaces ``pyfuse3.terminate``: pyfuse3
 checks its session's exit flag before waiting, which Python cannot read, so the flag is kept here.
 
+Spinning before parking. A client's next FUSE request usually follows our reply within tens of
+microseconds (SQLite issues a rollback-journal commit as some 23 back-to-back requests). Parking on
+the device costs a trio scheduler pass each time (re-arm the epoll registration, ``epoll_wait``,
+reschedule the task), and the client pays a sleep and a wakeup in the kernel. So before parking,
+:func:`_wait_readable` polls the device for up to :data:`SPIN_SECONDS`; a request that arrives in
+that window is read at once. Measured on 2 vCPUs (2026-12-07): a `truncate`/NORMAL commit went from
+3.1-3.5 ms to 2.2-2.5 ms and the node spent less CPU per commit, not more. Every
+:data:`MAX_FAST_STREAK` requests taken this way the worker parks once anyway, so the node's other
+tasks (HTTP, replication, lease) keep running under a steady stream of requests. With one CPU the
+spin would only delay the client that must send the request, so it is off there.
+
 If the device cannot be identified (no single ``/dev/fuse`` descriptor in this process) nothing is
 replaced and pyfuse3 keeps its own wait.
 """
@@ -20,6 +31,8 @@ from __future__ import annotations
 
 import logging
 import os
+import select
+import time
 
 import pyfuse3
 import trio
@@ -30,6 +43,34 @@ _fd: int | None = None
 _terminated = False
 _waiting = False
 _lot = trio.lowlevel.ParkingLot()
+_poller = select.poll()
+_fast_streak = 0
+
+#: How long a worker polls the device for the next request before parking on it.
+SPIN_SECONDS = 100e-6
+#: Requests taken without parking before the worker parks once (lets other trio tasks run).
+MAX_FAST_STREAK = 32
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+_spin_ns = int(SPIN_SECONDS * 1e9) if _cpus() > 1 else 0
+
+
+def _request_arrives(deadline_ns: int) -> bool:
+    """Poll the device until a request is readable (True) or ``deadline_ns`` passes (False)."""
+    poll = _poller.poll
+    now = time.perf_counter_ns
+    while True:
+        if poll(0):
+            return True
+        if now() > deadline_ns:
+            return False
 
 
 def fuse_device_fd() -> int | None:
@@ -50,11 +91,16 @@ def fuse_device_fd() -> int | None:
 
 async def _wait_readable() -> bool:
     """True once the device is readable; False when the session is ending (pyfuse3's contract)."""
-    global _waiting
+    global _waiting, _fast_streak
     while _waiting:
         await _lot.park()
     if _terminated or _fd is None:
         return False
+    if _spin_ns and _fast_streak < MAX_FAST_STREAK:
+        if _request_arrives(time.perf_counter_ns() + _spin_ns):
+            _fast_streak += 1
+            return not _terminated
+    _fast_streak = 0
     _waiting = True
     try:
         await trio.lowlevel.wait_readable(_fd)
@@ -68,12 +114,14 @@ async def _wait_readable() -> bool:
 
 def install() -> bool:
     """Use :func:`_wait_readable` for the mounted session (call after ``pyfuse3.init``)."""
-    global _fd, _terminated, _waiting
+    global _fd, _terminated, _waiting, _poller, _fast_streak
     fd = fuse_device_fd()
     if fd is None or not hasattr(pyfuse3, "_wait_fuse_readable"):
         log.debug("fuse: keeping pyfuse3's own device wait")
         return False
-    _fd, _terminated, _waiting = fd, False, False
+    _fd, _terminated, _waiting, _fast_streak = fd, False, False, 0
+    _poller = select.poll()
+    _poller.register(fd, select.POLLIN)
     pyfuse3._wait_fuse_readable = _wait_readable  # type: ignore[attr-defined]
     return True
 
