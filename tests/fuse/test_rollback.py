@@ -249,3 +249,22 @@ def test_names_that_are_not_files_are_refused(node: LiteFSNode, connect) -> None
         assert f.read() == b""
     c.execute("INSERT INTO t VALUES (1)")
     assert node.get("/info").status_code == 200
+
+
+@pytest.mark.parametrize("mode", JOURNAL_MODES)
+def test_commits_send_no_directory_requests(node: LiteFSNode, connect, mode: str) -> None:
+    # SQLite syncs the directory of the journal on every transaction; the mount answers the first
+    # opendir/fsyncdir with ENOSYS so the kernel stops asking, and listings keep working without.
+    c = connect(node.path("db"), journal_mode=mode)
+    c.execute("CREATE TABLE t (x)")
+    c.execute("INSERT INTO t VALUES (0)")
+    assert "db-pos" in os.listdir(node.mount_dir)
+    before = node.get("/debug/vars").json()["fuse"]
+    for i in range(20):
+        c.execute("INSERT INTO t VALUES (?)", [i])
+    listing = os.listdir(node.mount_dir)
+    after = node.get("/debug/vars").json()["fuse"]
+    for op in ("opendir", "fsyncdir", "releasedir"):
+        assert after.get(op, 0) == before.get(op, 0), op
+    assert listing[0] == ".lag" and "db" in listing
+    assert_consistent(node, c)

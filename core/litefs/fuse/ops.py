@@ -386,11 +386,18 @@ class LiteFSOperations(pyfuse3.Operations):
 
     # -- directory -----------------------------------------------------------------------------
 
+    # The kernel asks for the root directory's handle, and SQLite syncs the directory, on every
+    # rollback-journal transaction (it opens the journal with O_CREAT, and that marks it for a
+    # directory sync): three requests per commit. Answering ENOSYS to opendir and fsyncdir makes
+    # the kernel stop sending them for this mount (it then treats both as successful); readdir
+    # works without a handle, and a directory whose entries changed is made durable at the next
+    # fsync of a file in it instead -- which is exactly when SQLite would have synced it.
+
     @_guard
     async def opendir(self, inode: int, ctx: Any) -> int:
         if inode != ROOT_INODE:
             raise pyfuse3.FUSEError(errno.ENOTDIR)
-        return 0
+        raise pyfuse3.FUSEError(errno.ENOSYS)
 
     def _listing(self) -> list[tuple[bytes, pyfuse3.EntryAttributes]]:
         out: list[tuple[bytes, pyfuse3.EntryAttributes]] = []
@@ -421,7 +428,11 @@ class LiteFSOperations(pyfuse3.Operations):
 
     @_guard
     async def fsyncdir(self, fh: int, datasync: bool) -> None:
-        # SQLite syncs the directory after creating a journal: make the backing entries durable.
+        self._sync_dirty_dirs()  # this one call is still honoured
+        raise pyfuse3.FUSEError(errno.ENOSYS)
+
+    def _sync_dirty_dirs(self) -> None:
+        """Make created and removed backing entries durable (see opendir)."""
         dirs, self._dirty_dirs = self._dirty_dirs, set()
         for path in dirs:
             fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
@@ -587,6 +598,8 @@ class LiteFSOperations(pyfuse3.Operations):
         h = self._handle(fh)
         if h.fd < 0:
             return
+        if self._dirty_dirs:
+            self._sync_dirty_dirs()
         if h.kind is FileKind.DATABASE:
             h.db.sync_database(h.fd, datasync)
         else:
