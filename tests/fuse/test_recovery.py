@@ -213,3 +213,31 @@ def test_commit_failure_exits_99_and_restart_drops_the_tx(plain_node: LiteFSNode
     with SQLConn(node.path("db")) as r:
         assert r.execute("SELECT x FROM t") == [[1]]
         assert r.execute("PRAGMA integrity_check") == [["ok"]]
+
+
+def test_ltx_file_left_under_a_spare_name_is_restored(plain_node: LiteFSNode, connect) -> None:
+    """Rollback commits write into pre-made spare files and rename them without a directory sync
+    (store/spares.py): after a crash the newest LTX file may still carry its spare name."""
+    node = plain_node.start()
+    with SQLConn(node.path("db"), journal_mode="truncate") as c:
+        c.execute("CREATE TABLE t (x)")
+        for i in range(5):
+            c.execute("INSERT INTO t VALUES (?)", [i])
+    pos = node.pos("db")
+    assert node.stop() == 0
+    ltx = node.ltx_dir("db")
+    newest = last_ltx(node)
+    older = os.path.join(ltx, node.ltx_files("db")[-3])
+    os.rename(newest, os.path.join(ltx, ".spare-1"))  # the rename that did not reach the disk
+    with open(older, "rb") as src, open(os.path.join(ltx, ".spare-2"), "wb") as dst:
+        dst.write(src.read())  # an older transaction: must not come back
+    with open(os.path.join(ltx, ".spare-3"), "wb") as f:
+        f.write(b"LTX1 but not really")  # damaged: deleted
+    open(os.path.join(ltx, ".spare-4"), "wb").close()  # empty: deleted
+    node.start()
+    assert node.pos("db") == pos
+    assert os.path.exists(newest)
+    assert not {".spare-1", ".spare-2", ".spare-3", ".spare-4"} & set(os.listdir(ltx))
+    c = connect(node.path("db"))
+    assert c.execute("SELECT count(*) FROM t") == [[5]]
+    assert c.execute("PRAGMA integrity_check") == [["ok"]]

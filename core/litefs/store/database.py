@@ -50,6 +50,7 @@ from litefs.sqlite.header import DATABASE_HEADER_SIZE, DatabaseHeader
 from litefs.sqlite.journal import is_journal_header_valid, rollback_journal
 from litefs.store.ltxwriter import LTXWriteError, LTXWriter
 from litefs.store.names import BACKING_NAMES, FileKind
+from litefs.store.spares import SparePool, is_spare
 from litefs.store.wal import WALRecovery, WALState, read_wal_page
 from litefs.store.writeback import WritebackPacer
 
@@ -406,6 +407,8 @@ class Database:
         #: Writes the LTX files of WAL commits in the background (see litefs.store.ltxwriter);
         #: None writes them on the commit path.
         self.ltx_writer: LTXWriter | None = None
+        #: Durable empty files for the LTX files of rollback-journal commits (store/spares.py).
+        self._spares: SparePool | None = SparePool(self.ltx_dir) if fsync else None
 
     @property
     def fsync_enabled(self) -> bool:
@@ -470,6 +473,8 @@ class Database:
                 self.flush_ltx()
             except CommitError as exc:
                 log.error("%s", exc)  # the WAL still holds the transactions: recovery rebuilds them
+        if self._spares is not None:
+            self._spares.close()
         if self._db_fd is not None:
             os.close(self._db_fd)
             self._db_fd = None
@@ -720,9 +725,16 @@ class Database:
         saved = tracker.copy() if forward is not None else None
         npages = 0
         path = self.ltx_path(txid, txid)
-        tmp = path + TMP_SUFFIX
+        # A spare file's name is already durable, so its rename needs no directory fsync (a crash
+        # before the rename reaches the disk leaves it for recovery; see store/spares.py).
+        spare = self._spares.take() if forward is None and self._spares is not None else None
+        tmp = spare[1] if spare is not None else path + TMP_SUFFIX
         try:
-            with self._open_ltx_tmp(tmp) as f:
+            with (
+                os.fdopen(spare[0], "wb", closefd=False)
+                if spare is not None
+                else self._open_ltx_tmp(tmp) as f
+            ):
                 enc = Encoder(f, header)
                 for pgno in pages:
                     if pgno == lock:
@@ -749,11 +761,20 @@ class Database:
                     forward(f.read())
             os.rename(tmp, path)
             if self._fsync:
-                _fsync_dir(self.ltx_dir)
+                if spare is None:
+                    _fsync_dir(self.ltx_dir)
                 if not self._db_synced:
                     os.fsync(db_fd)
                     self._db_synced = True
         except BaseException as exc:
+            if spare is not None:
+                # Empty the spare even if its name cannot be removed: recovery must not revive a
+                # transaction SQLite was told failed.
+                try:
+                    os.ftruncate(spare[0], 0)
+                    os.fdatasync(spare[0])
+                except OSError:
+                    pass
             try:
                 os.unlink(tmp)
             except OSError:
@@ -761,6 +782,9 @@ class Database:
             if saved is not None and isinstance(exc, HaltForwardError):
                 self.tracker = saved
             raise
+        finally:
+            if spare is not None:
+                os.close(spare[0])
         # The LTX file is durable: now the position moves.
         self.pos = Pos(txid, post)
         self.page_count = commit
@@ -1105,6 +1129,47 @@ class Database:
 
     # -- recovery ------------------------------------------------------------------------------
 
+    def _recover_spares(self) -> None:
+        """Put committed LTX files left under a spare name back in place; delete the other spares.
+
+        A commit renames its spare without syncing the directory (store/spares.py): after a crash
+        the file may still carry the spare name. It is renamed into place only when it is a complete,
+        valid LTX file for the TXIDs right after the newest LTX file; anything else is deleted.
+        """
+        spares = [f for f in os.listdir(self.ltx_dir) if is_spare(f)]
+        if not spares:
+            return
+        files = self.ltx_files()
+        newest = files[-1][1] if files else 0
+        found: dict[int, tuple[int, str]] = {}
+        for fname in spares:
+            spare = os.path.join(self.ltx_dir, fname)
+            try:
+                if os.path.getsize(spare) > 0:
+                    with open(spare, "rb") as f:
+                        dec = Decoder(f)
+                        dec.verify()
+                    header = dec.header
+                    if header.min_txid > newest:
+                        found[header.min_txid] = (header.max_txid, spare)
+                        continue
+            except (LTXError, OSError) as exc:
+                log.warning("%s: deleting damaged spare LTX file %s: %s", self.name, fname, exc)
+            os.unlink(spare)
+        while newest + 1 in found:
+            max_txid, spare = found.pop(newest + 1)
+            os.rename(spare, self.ltx_path(newest + 1, max_txid))
+            log.info(
+                "%s: recovered LTX file %s from a spare", self.name, format_filename(newest + 1, max_txid)
+            )
+            newest = max_txid
+        for _, spare in found.values():
+            log.warning(
+                "%s: deleting spare LTX file %s: not the next TXID", self.name, os.path.basename(spare)
+            )
+            os.unlink(spare)
+        _fsync_dir(self.ltx_dir)
+
     def recover(self) -> None:
         """Bring the database to a consistent state at startup (LiteFS ``DB.Open``, §4.10).
 
@@ -1122,6 +1187,7 @@ class Database:
         for fname in os.listdir(self.ltx_dir):
             if fname.endswith(TMP_SUFFIX):
                 os.unlink(os.path.join(self.ltx_dir, fname))
+        self._recover_spares()
 
         # 3. The newest LTX file must be intact.
         files = self.ltx_files()
