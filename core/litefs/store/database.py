@@ -61,6 +61,8 @@ PERSIST_ZERO_HEADER = bytes(28)
 
 #: ``.tmp`` suffix of LTX files being written (LiteFS: ``<file>.tmp``).
 TMP_SUFFIX = ".tmp"
+#: Write buffer of a commit's LTX file.
+_LTX_BUFFER = 64 * 1024
 
 
 class StoreError(Exception):
@@ -578,7 +580,7 @@ class Database:
         ``journal_size_limit`` right after zeroing its header (LiteFS refuses that with EINVAL).
         """
         if size == 0:
-            self.commit_journal()
+            self.commit_journal(fd)
         if fd is not None:
             os.ftruncate(fd, size)
         else:
@@ -661,7 +663,7 @@ class Database:
             **wal_fields,
         )
 
-    def commit_journal(self) -> CommitResult | None:
+    def commit_journal(self, journal_fd: int | None = None) -> CommitResult | None:
         """Turn the transaction that SQLite is finishing into an LTX file (the journal is still valid).
 
         Returns None when there is nothing to commit: the journal has no valid header (SQLite never
@@ -669,11 +671,18 @@ class Database:
         did not change its size (a rollback before any spill). Raises CommitError if the LTX file
         cannot be made durable; the journal must then be left alone.
         """
-        try:
-            with open(self.journal_path, "rb") as jf:
-                head = jf.read(8)
-        except FileNotFoundError:
-            head = b""
+        if journal_fd is not None:
+            head = os.pread(journal_fd, 8, 0)
+        else:
+            try:
+                jfd = os.open(self.journal_path, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                head = b""
+            else:
+                try:
+                    head = os.pread(jfd, 8, 0)
+                finally:
+                    os.close(jfd)
         if not is_journal_header_valid(head):
             return None
         if not self._writable():
@@ -731,7 +740,8 @@ class Database:
         tmp = spare[1] if spare is not None else path + TMP_SUFFIX
         try:
             with (
-                os.fdopen(spare[0], "wb", closefd=False)
+                # An explicit buffer size spares the isatty() probe of a default open().
+                open(spare[0], "wb", buffering=_LTX_BUFFER, closefd=False)
                 if spare is not None
                 else self._open_ltx_tmp(tmp) as f
             ):

@@ -35,9 +35,10 @@ def is_spare(fname: str) -> bool:
 
 
 class SparePool:
-    """A thread that keeps ``target`` durable empty files ready in ``directory``; see the module doc."""
+    """A thread that keeps up to ``target`` durable empty files ready in ``directory`` (refilled
+    when half are used); see the module doc."""
 
-    def __init__(self, directory: str, *, target: int = 4) -> None:
+    def __init__(self, directory: str, *, target: int = 8) -> None:
         self.directory = directory
         self.target = target
         self._cond = threading.Condition()
@@ -65,8 +66,8 @@ class SparePool:
             spare = self._ready.popleft() if self._ready else None
             if spare is not None:
                 self.taken += 1
-            if len(self._ready) < self.target:
-                self._cond.notify()
+            if len(self._ready) <= self.target // 2:
+                self._cond.notify()  # refill in batches: one wakeup and directory fsync per batch
             return spare
 
     def close(self) -> None:
@@ -90,7 +91,7 @@ class SparePool:
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._closed and len(self._ready) >= self.target:
+                while not self._closed and len(self._ready) > self.target // 2:
                     self._cond.wait()
                 if self._closed:
                     return
