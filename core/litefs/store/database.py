@@ -24,7 +24,6 @@ import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import BinaryIO
 
 from litefs.events import LOCAL_TX_KINDS
 from litefs.ltx import (
@@ -39,6 +38,7 @@ from litefs.ltx import (
     Pos,
     Trailer,
     database_checksum,
+    encode_ltx,
     format_filename,
     lock_pgno,
     page_checksum,
@@ -61,8 +61,10 @@ PERSIST_ZERO_HEADER = bytes(28)
 
 #: ``.tmp`` suffix of LTX files being written (LiteFS: ``<file>.tmp``).
 TMP_SUFFIX = ".tmp"
-#: Write buffer of a commit's LTX file.
+#: Write buffer of a large commit's LTX file.
 _LTX_BUFFER = 64 * 1024
+#: Transactions up to this many pages are encoded in memory in one go (see _write_commit_ltx).
+_ONE_SHOT_PAGES = 256
 
 
 class StoreError(Exception):
@@ -568,7 +570,7 @@ class Database:
         if not self._writable():
             raise ReadOnlyError("read only replica")
         if offset == 0 and len(data) == len(PERSIST_ZERO_HEADER) and data == PERSIST_ZERO_HEADER:
-            self.commit_journal()
+            self.commit_journal(fd)
             os.ftruncate(fd, 0)
             return len(data)
         return os.pwrite(fd, data, offset)
@@ -716,9 +718,8 @@ class Database:
             self.tracker = ChecksumTracker(page_size)
             self.page_count = 0
         txid = self.pos.txid + 1
-        lock = lock_pgno(page_size)
         if txid == 1:
-            pages: Iterable[int] = range(1, commit + 1)
+            pages: Sequence[int] = range(1, commit + 1)
         else:
             dirty = self._dirty.pages
             # Pages past the old end of the database are all part of the transaction.
@@ -732,39 +733,18 @@ class Database:
         # refused without exiting: keep a copy to restore.
         forward = self.forward_ltx
         saved = tracker.copy() if forward is not None else None
-        npages = 0
         path = self.ltx_path(txid, txid)
         # A spare file's name is already durable, so its rename needs no directory fsync (a crash
         # before the rename reaches the disk leaves it for recovery; see store/spares.py).
         spare = self._spares.take() if forward is None and self._spares is not None else None
         tmp = spare[1] if spare is not None else path + TMP_SUFFIX
+        fd = spare[0] if spare is not None else -1
         try:
-            with (
-                # An explicit buffer size spares the isatty() probe of a default open().
-                open(spare[0], "wb", buffering=_LTX_BUFFER, closefd=False)
-                if spare is not None
-                else self._open_ltx_tmp(tmp) as f
-            ):
-                enc = Encoder(f, header)
-                for pgno in pages:
-                    if pgno == lock:
-                        continue
-                    data = _pread_full(db_fd, page_size, (pgno - 1) * page_size)
-                    if len(data) < page_size:
-                        raise CommitError(
-                            f"commit journal: {self.name}: page {pgno} missing from database file "
-                            f"(offset {(pgno - 1) * page_size}, commit {commit})"
-                        )
-                    enc.encode_page(pgno, data)
-                    tracker.set_page_checksum(pgno, page_checksum(pgno, data))
-                    npages += 1
-                tracker.truncate(commit)
-                post = tracker.checksum
-                enc.finish(post)
-                f.flush()
-                if self._fsync:
-                    os.fdatasync(f.fileno())
-                size = f.tell()
+            if fd < 0:
+                fd = self._create_ltx_tmp(tmp)
+            post, size, npages = self._write_commit_ltx(fd, db_fd, header, pages, tracker)
+            if self._fsync:
+                os.fdatasync(fd)
             if forward is not None:
                 # Remote HALT: the primary must accept the transaction before it exists here.
                 with open(tmp, "rb") as f:
@@ -781,8 +761,8 @@ class Database:
                 # Empty the spare even if its name cannot be removed: recovery must not revive a
                 # transaction SQLite was told failed.
                 try:
-                    os.ftruncate(spare[0], 0)
-                    os.fdatasync(spare[0])
+                    os.ftruncate(fd, 0)
+                    os.fdatasync(fd)
                 except OSError:
                     pass
             try:
@@ -793,8 +773,8 @@ class Database:
                 self.tracker = saved
             raise
         finally:
-            if spare is not None:
-                os.close(spare[0])
+            if fd >= 0:
+                os.close(fd)
         # The LTX file is durable: now the position moves.
         self.pos = Pos(txid, post)
         self.page_count = commit
@@ -811,13 +791,60 @@ class Database:
             self._on_commit(self, result)
         return result
 
-    def _open_ltx_tmp(self, tmp: str) -> BinaryIO:
+    def _create_ltx_tmp(self, tmp: str) -> int:
         """Create an LTX temp file; ``ltx/`` is created only when missing, not checked per commit."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
         try:
-            return open(tmp, "wb")  # noqa: SIM115 - the caller closes it
+            return os.open(tmp, flags, 0o644)
         except FileNotFoundError:
             self._ensure_dirs()
-            return open(tmp, "wb")  # noqa: SIM115
+            return os.open(tmp, flags, 0o644)
+
+    def _write_commit_ltx(
+        self, fd: int, db_fd: int, header: Header, pages: Sequence[int], tracker: ChecksumTracker
+    ) -> tuple[int, int, int]:
+        """Write the LTX file of a journal commit to ``fd`` from the database file's pages and move
+        the page checksums; return (post-apply checksum, file size, pages written).
+
+        A small transaction (the usual case) is read into memory and encoded with one LZ4 call; a
+        large one streams through :class:`Encoder` so memory stays bounded.
+        """
+        page_size = header.page_size
+        commit = header.commit
+        lock = lock_pgno(page_size)
+
+        def read_page(pgno: int) -> bytes:
+            data = _pread_full(db_fd, page_size, (pgno - 1) * page_size)
+            if len(data) < page_size:
+                raise CommitError(
+                    f"commit journal: {self.name}: page {pgno} missing from database file "
+                    f"(offset {(pgno - 1) * page_size}, commit {commit})"
+                )
+            tracker.set_page_checksum(pgno, page_checksum(pgno, data))
+            return data
+
+        if len(pages) <= _ONE_SHOT_PAGES:
+            contents = [(pgno, read_page(pgno)) for pgno in pages if pgno != lock]
+            tracker.truncate(commit)
+            post = tracker.checksum
+            blob = memoryview(encode_ltx(header, contents, post))
+            size = len(blob)
+            while blob:
+                blob = blob[os.write(fd, blob) :]
+            return post, size, len(contents)
+        npages = 0
+        # An explicit buffer size spares the isatty() probe of a default open().
+        with open(fd, "wb", buffering=_LTX_BUFFER, closefd=False) as f:
+            enc = Encoder(f, header)
+            for pgno in pages:
+                if pgno != lock:
+                    enc.encode_page(pgno, read_page(pgno))
+                    npages += 1
+            tracker.truncate(commit)
+            post = tracker.checksum
+            enc.finish(post)
+            f.flush()
+            return post, f.tell(), npages
 
     def _learn_page_size_ranges(self) -> None:
         ps = self.page_size
