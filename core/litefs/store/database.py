@@ -371,6 +371,7 @@ class Database:
         self.name = name
         self.path = path
         self.ltx_dir = os.path.join(path, "ltx")
+        self._backing_paths = {kind: os.path.join(path, name) for kind, name in BACKING_NAMES.items()}
         self.compress = compress
         self.node_id = node_id
         self.strict_verify = strict_verify
@@ -423,7 +424,7 @@ class Database:
 
     def backing_path(self, kind: FileKind) -> str:
         """Path of the real file behind a database file of the given kind."""
-        return os.path.join(self.path, BACKING_NAMES[kind])
+        return self._backing_paths[kind]
 
     @property
     def db_path(self) -> str:
