@@ -198,6 +198,7 @@ def test_wal_frames_lost_but_ltx_files_kept(wal_node: LiteFSNode, connect, kept:
     node = wal_node.start()
     write_and_abandon(node, 10)
     pos = node.pos("db")
+    node.wait_ltx_written()  # the premise: every LTX file reached the disk, only WAL frames did not
     node.kill()
     path = wal_path(node)
     with open(path, "rb") as f:
