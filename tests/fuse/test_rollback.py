@@ -268,3 +268,25 @@ def test_commits_send_no_directory_requests(node: LiteFSNode, connect, mode: str
         assert after.get(op, 0) == before.get(op, 0), op
     assert listing[0] == ".lag" and "db" in listing
     assert_consistent(node, c)
+
+
+def test_persist_journal_shows_empty_after_each_commit(node: LiteFSNode, connect) -> None:
+    # The node zeroes the header as SQLite asks and shows the journal as 0 bytes (readers stop at
+    # stat()); its backing file keeps its blocks, and the next transaction writes over them.
+    c = connect(node.path("db"), journal_mode="persist")
+    c.execute("CREATE TABLE t (x)")
+    for i in range(5):
+        c.execute("INSERT INTO t VALUES (?)", [i * "x"])
+        assert os.path.getsize(node.path("db-journal")) == 0
+        with open(node.path("db-journal"), "rb") as f:
+            assert f.read() == b""
+    backing = os.path.join(node.data_dir, "dbs", "db", "journal")
+    assert os.path.getsize(backing) > 0
+    with open(backing, "rb") as f:
+        assert f.read(28) == bytes(28)
+    c.execute("BEGIN")
+    c.execute("INSERT INTO t SELECT x FROM t")
+    c.execute("ROLLBACK")  # the journal was written again (and shown) for that transaction
+    assert os.path.getsize(node.path("db-journal")) == 0
+    assert c.execute("SELECT count(*) FROM t") == [[5]]
+    assert_consistent(node, c)

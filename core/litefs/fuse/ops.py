@@ -265,8 +265,11 @@ class LiteFSOperations(pyfuse3.Operations):
             # the reported mtime (and those are invalidated explicitly anyway): this saves two
             # re-reads per write transaction.
             mtime = db.external_mtime_ns
+        size = st.st_size
+        if kind is FileKind.JOURNAL:
+            size = db.journal_size(size)
         mode = self._db_mode(db) if kind is FileKind.DATABASE else self._file_mode(kind)
-        return self._attrs(inode, mode, st.st_size, mtime, ATTR_TIMEOUT)
+        return self._attrs(inode, mode, size, mtime, ATTR_TIMEOUT)
 
     def _special_attrs(self, inode: int) -> pyfuse3.EntryAttributes | None:
         if inode == LAG_INODE:
@@ -567,6 +570,8 @@ class LiteFSOperations(pyfuse3.Operations):
     async def read(self, fh: int, off: int, size: int) -> bytes:
         h = self._handle(fh)
         if h.fd >= 0:
+            if h.kind is FileKind.JOURNAL and h.db.journal_visible_size is not None:
+                size = max(0, min(size, h.db.journal_visible_size - off))  # past the shown end
             return os.pread(h.fd, size, off)
         return h.content[off : off + size]
 
