@@ -270,10 +270,12 @@ def test_commits_send_no_directory_requests(node: LiteFSNode, connect, mode: str
     assert_consistent(node, c)
 
 
-def test_persist_journal_shows_empty_after_each_commit(node: LiteFSNode, connect) -> None:
-    # The node zeroes the header as SQLite asks and shows the journal as 0 bytes (readers stop at
-    # stat()); its backing file keeps its blocks, and the next transaction writes over them.
-    c = connect(node.path("db"), journal_mode="persist")
+@pytest.mark.parametrize("mode", ["persist", "truncate"])
+def test_journal_shows_empty_after_each_commit(node: LiteFSNode, connect, mode: str) -> None:
+    # The node zeroes the header (persist: as SQLite asks; truncate: instead of truncating) and shows
+    # the journal as 0 bytes, so readers stop at stat(); its backing file keeps its blocks, and the
+    # next transaction writes over them.
+    c = connect(node.path("db"), journal_mode=mode)
     c.execute("CREATE TABLE t (x)")
     for i in range(5):
         c.execute("INSERT INTO t VALUES (?)", [i * "x"])

@@ -592,13 +592,21 @@ class Database:
         return backing_size if visible is None else min(visible, backing_size)
 
     def truncate_journal(self, size: int, fd: int | None = None) -> None:
-        """Truncate the journal; to 0 it is the ``truncate``-mode commit.
+        """Truncate the journal; to 0 it is the ``truncate``-mode commit (the backing file is then
+        zeroed at the header and shown empty rather than truncated, see :meth:`write_journal`).
 
         Other sizes pass through without a commit: SQLite trims a persistent journal to
         ``journal_size_limit`` right after zeroing its header (LiteFS refuses that with EINVAL).
         """
         if size == 0:
             self.commit_journal(fd)
+            if fd is not None:
+                # As after a persist-mode commit (see write_journal): the header is zeroed, so no
+                # hot journal is left behind, and the journal is shown empty; its blocks stay.
+                if self.journal_visible_size != 0:
+                    os.pwrite(fd, PERSIST_ZERO_HEADER, 0)
+                    self.journal_visible_size = 0
+                return
         if fd is not None:
             os.ftruncate(fd, size)
         else:
