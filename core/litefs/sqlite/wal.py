@@ -92,7 +92,7 @@ _coefficients: dict[int, tuple[np.ndarray, tuple[int, int, int, int]]] = {}
 
 
 def _coefficients_for(pairs: int) -> tuple[np.ndarray, tuple[int, int, int, int]]:
-    """(2 x 2*pairs coefficient matrix, M^pairs as (a, b, c, d)) for inputs of `pairs` word pairs."""
+    """(2*pairs x 2 coefficient matrix, M^pairs as (a, b, c, d)) for inputs of `pairs` word pairs."""
     found = _coefficients.get(pairs)
     if found is not None:
         return found
@@ -106,6 +106,8 @@ def _coefficients_for(pairs: int) -> tuple[np.ndarray, tuple[int, int, int, int]
         coef[1, k] = (c + d) & _M32
         coef[1, k + 1] = d
         a, b, c, d = (a + b) & _M32, (a + 2 * b) & _M32, (c + d) & _M32, (c + 2 * d) & _M32
+    # Stored transposed (2*pairs x 2, C order): a row vector times it is the faster product.
+    coef = np.ascontiguousarray(coef.T)
     coef.setflags(write=False)
     found = _coefficients[pairs] = (coef, (a, b, c, d))
     return found
@@ -128,7 +130,7 @@ def wal_checksum(data: bytes, s1: int, s2: int, big_endian: bool) -> tuple[int, 
         raise ValueError(f"WAL checksum input must be a multiple of 8 bytes, got {n}")
     coef, (a, b, c, d) = _coefficients_for(n // 8)
     words = np.frombuffer(data, dtype=_BE_WORDS if big_endian else _LE_WORDS).astype(np.uint64)
-    x0, x1 = (coef @ words).tolist()
+    x0, x1 = (words @ coef).tolist()
     return (a * s1 + b * s2 + x0) & _M32, (c * s1 + d * s2 + x1) & _M32
 
 

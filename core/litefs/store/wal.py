@@ -244,6 +244,10 @@ class WALState:
             return n
         if offset <= frame and offset + 8 <= end:
             commit_field = data[frame - offset + 4 : frame - offset + 8]
+        elif tail is not None and self.tail is not None:
+            # The frame header came in an earlier write (SQLite writes it apart from the page).
+            rel = frame + 4 - self.committed_offset
+            commit_field = bytes(tail[rel : rel + 4])
         else:
             commit_field = os.pread(fd, 4, frame + 4)
         if commit_field == b"\0\0\0\0" or len(commit_field) < 4:
