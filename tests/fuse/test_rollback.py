@@ -292,3 +292,23 @@ def test_journal_shows_empty_after_each_commit(node: LiteFSNode, connect, mode: 
     assert os.path.getsize(node.path("db-journal")) == 0
     assert c.execute("SELECT count(*) FROM t") == [[5]]
     assert_consistent(node, c)
+
+
+@pytest.mark.parametrize("mode", ["persist", "truncate"])
+def test_journal_keeps_nothing_of_a_longer_earlier_transaction(node: LiteFSNode, connect, mode: str) -> None:
+    # A rollback at startup reads the backing journal: after a small transaction it must not hold
+    # the tail (and the segment headers) of an earlier spilled one.
+    c = connect(node.path("db"), journal_mode=mode)
+    c.execute("PRAGMA cache_size=10")
+    c.execute("CREATE TABLE t (x)")
+    c.execute("INSERT INTO t " + series(300, "randomblob(1000)"))
+    c.execute("UPDATE t SET x = randomblob(1000)")  # a spilled, multi-segment journal
+    backing = os.path.join(node.data_dir, "dbs", "db", "journal")
+    big = os.path.getsize(backing)
+    c.execute("UPDATE t SET x = 1 WHERE rowid = 1")
+    small = os.path.getsize(backing)
+    assert small < big // 10
+    with open(backing, "rb") as f:
+        assert f.read(28) == bytes(28)
+    assert os.path.getsize(node.path("db-journal")) == 0
+    assert_consistent(node, c)

@@ -578,13 +578,26 @@ class Database:
             raise ReadOnlyError("read only replica")
         if offset == 0 and len(data) == len(PERSIST_ZERO_HEADER) and data == PERSIST_ZERO_HEADER:
             self.commit_journal(fd)
-            n = os.pwrite(fd, data, offset)
-            self.journal_visible_size = 0
-            return n
+            self._empty_journal(fd)
+            return len(data)
         n = os.pwrite(fd, data, offset)
         if self.journal_visible_size is not None and offset + n > self.journal_visible_size:
             self.journal_visible_size = offset + n
         return n
+
+    def _empty_journal(self, fd: int) -> None:
+        """Show the journal as empty after a commit; zero its header so no hot journal is left.
+
+        Bytes past what the last transaction wrote are cut off first: they are an older, longer
+        transaction's, and a journal header among them could be taken for a further segment of
+        this one by a rollback at startup (which reads the backing file).
+        """
+        if self.journal_visible_size == 0:
+            return  # nothing written since the last commit
+        if self.journal_visible_size is not None and os.fstat(fd).st_size > self.journal_visible_size:
+            os.ftruncate(fd, self.journal_visible_size)
+        os.pwrite(fd, PERSIST_ZERO_HEADER, 0)
+        self.journal_visible_size = 0
 
     def journal_size(self, backing_size: int) -> int:
         """The journal's size as the mount shows it (see :meth:`write_journal`)."""
@@ -601,11 +614,8 @@ class Database:
         if size == 0:
             self.commit_journal(fd)
             if fd is not None:
-                # As after a persist-mode commit (see write_journal): the header is zeroed, so no
-                # hot journal is left behind, and the journal is shown empty; its blocks stay.
-                if self.journal_visible_size != 0:
-                    os.pwrite(fd, PERSIST_ZERO_HEADER, 0)
-                    self.journal_visible_size = 0
+                # As after a persist-mode commit (see write_journal): shown empty, blocks kept.
+                self._empty_journal(fd)
                 return
         if fd is not None:
             os.ftruncate(fd, size)
