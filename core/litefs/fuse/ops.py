@@ -607,6 +607,8 @@ class LiteFSOperations(pyfuse3.Operations):
             self._sync_dirty_dirs()
         if h.kind is FileKind.DATABASE:
             h.db.sync_database(h.fd, datasync)
+        elif h.kind is FileKind.WAL and h.db.wal.sync_requested(datasync):
+            return  # synced while the commit was captured (store/aiosync.py)
         else:
             (os.fdatasync if datasync else os.fsync)(h.fd)
 

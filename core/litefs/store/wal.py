@@ -75,6 +75,7 @@ from litefs.sqlite.wal import (
     WALTransaction,
     scan_wal_transactions,
 )
+from litefs.store.aiosync import ASYNC_SYNC
 from litefs.store.ltxwriter import write_file_atomically
 
 if TYPE_CHECKING:
@@ -170,6 +171,10 @@ class WALState:
         #: LTX files written since the last sync (see the module docstring).
         self.unsynced: list[str] = []
         self._read_fd: int | None = None
+        #: True while SQLite fsyncs the WAL after each commit (synchronous=FULL); see store/aiosync.py.
+        self.expect_sync = False
+        self._commits_since_sync = 0
+        self._sync_token: int | None = None
         self.commits = 0
         #: Counts WAL restarts and removals: WAL offsets in ``pages`` are only valid within one.
         self.generation = 0
@@ -191,6 +196,7 @@ class WALState:
         self.db.file_generation += 1  # frames may now be overwritten (see Database.snapshot_view)
 
     def close(self) -> None:
+        self._drop_sync()
         if self._read_fd is not None:
             os.close(self._read_fd)
             self._read_fd = None
@@ -217,6 +223,8 @@ class WALState:
 
     def write(self, fd: int, offset: int, data: bytes) -> int:
         """Pass a write to ``-wal`` through; if it completes a commit frame, commit the transaction."""
+        if self._sync_token is not None:
+            self._drop_sync()  # it would not cover this write
         n = os.pwrite(fd, data, offset)
         self.exists = True
         if offset < WAL_HEADER_SIZE:
@@ -252,8 +260,32 @@ class WALState:
             commit_field = os.pread(fd, 4, frame + 4)
         if commit_field == b"\0\0\0\0" or len(commit_field) < 4:
             return n
+        if self.expect_sync and self.db.forward_ltx is None:
+            self._sync_token = ASYNC_SYNC.submit(fd)  # SQLite's fsync follows: start it now
         self._commit_through(fd, end)
+        self._commits_since_sync += 1
+        if self._commits_since_sync > 1:
+            self.expect_sync = False  # a commit went by without an fsync: synchronous is not FULL
         return n
+
+    def sync_requested(self, datasync: bool) -> bool:
+        """SQLite fsyncs the WAL: True if the asynchronous fdatasync started at the commit frame
+        covers it (nothing written since, and it succeeded); then the request needs no sync."""
+        if self._commits_since_sync:
+            self.expect_sync = True
+        self._commits_since_sync = 0
+        token, self._sync_token = self._sync_token, None
+        if token is None:
+            return False
+        if not datasync:
+            ASYNC_SYNC.forget(token)  # a full fsync also wants the metadata: do it the plain way
+            return False
+        return ASYNC_SYNC.wait(token)
+
+    def _drop_sync(self) -> None:
+        token, self._sync_token = self._sync_token, None
+        if token is not None:
+            ASYNC_SYNC.forget(token)
 
     def _header_written(self, fd: int) -> None:
         """A write touched the WAL header: a new WAL generation starts (or the header is torn)."""
@@ -271,6 +303,7 @@ class WALState:
 
     def truncated(self, size: int) -> None:
         """``-wal`` truncated: to 0 after a TRUNCATE checkpoint, or trimmed to ``journal_size_limit``."""
+        self._drop_sync()
         if size < self.committed_offset:
             self.reset()  # SQLite truncates only a WAL whose frames are all in the database file
         elif self.tail is not None:
@@ -312,6 +345,7 @@ class WALState:
             # The node exits (99) and SQLite sees an I/O error: make sure recovery does not revive the
             # transaction from the WAL by breaking its commit frame's checksum.
             os.pwrite(fd, bytes(WAL_FRAME_HEADER_SIZE), end - hdr.frame_size)
+            self._drop_sync()
             self.tail = None
             raise
 
