@@ -22,12 +22,18 @@ RETENTION = {"retention": "1s", "retention-monitor-interval": "200ms"}
 
 
 def wait_until(cond: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
+    """Poll ``cond`` until it is truthy; OSError counts as "not yet" (a database created on the
+    primary reaches a replica's mount a moment later: its ``-pos`` file is missing until then)."""
     deadline = time.monotonic() + timeout
+    last: OSError | None = None
     while True:
-        result = cond()
+        try:
+            result = cond()
+        except OSError as exc:
+            last, result = exc, None
         if result:
             return result
-        assert time.monotonic() < deadline, f"{what} not reached after {timeout}s"
+        assert time.monotonic() < deadline, f"{what} not reached after {timeout}s (last error: {last!r})"
         time.sleep(0.05)
 
 
