@@ -21,7 +21,10 @@ that window is read at once. Measured on 2 vCPUs (2026-12-07): a `truncate`/NORM
 3.1-3.5 ms to 2.2-2.5 ms and the node spent less CPU per commit, not more. Every
 :data:`MAX_FAST_STREAK` requests taken this way the worker parks once anyway, so the node's other
 tasks (HTTP, replication, lease) keep running under a steady stream of requests. With one CPU the
-spin would only delay the client that must send the request, so it is off there.
+spin would only delay the client that must send the request, so it is off there. The node spins
+only while it is primary: on a replica the requests are reads (often a reader polling ``-pos``),
+and serving them in streaks delayed applying the primary's transactions (replication lag p50
+7.1 ms instead of 5.5 ms in ``bench/replication_bench.py``).
 
 If the device cannot be identified (no single ``/dev/fuse`` descriptor in this process) nothing is
 replaced and pyfuse3 keeps its own wait.
@@ -33,6 +36,7 @@ import logging
 import os
 import select
 import time
+from collections.abc import Callable
 
 import pyfuse3
 import trio
@@ -60,6 +64,13 @@ def _cpus() -> int:
 
 
 _spin_ns = int(SPIN_SECONDS * 1e9) if _cpus() > 1 else 0
+
+
+def _always() -> bool:
+    return True
+
+
+_spin_when: Callable[[], bool] = _always
 
 
 def _request_arrives(deadline_ns: int) -> bool:
@@ -96,7 +107,7 @@ async def _wait_readable() -> bool:
         await _lot.park()
     if _terminated or _fd is None:
         return False
-    if _spin_ns and _fast_streak < MAX_FAST_STREAK:
+    if _spin_ns and _fast_streak < MAX_FAST_STREAK and _spin_when():
         if _request_arrives(time.perf_counter_ns() + _spin_ns):
             _fast_streak += 1
             return not _terminated
@@ -112,14 +123,18 @@ async def _wait_readable() -> bool:
     return not _terminated
 
 
-def install() -> bool:
-    """Use :func:`_wait_readable` for the mounted session (call after ``pyfuse3.init``)."""
-    global _fd, _terminated, _waiting, _poller, _fast_streak
+def install(spin_when: Callable[[], bool] | None = None) -> bool:
+    """Use :func:`_wait_readable` for the mounted session (call after ``pyfuse3.init``).
+
+    ``spin_when`` says whether to poll before parking right now (the node: while it is primary).
+    """
+    global _fd, _terminated, _waiting, _poller, _fast_streak, _spin_when
     fd = fuse_device_fd()
     if fd is None or not hasattr(pyfuse3, "_wait_fuse_readable"):
         log.debug("fuse: keeping pyfuse3's own device wait")
         return False
     _fd, _terminated, _waiting, _fast_streak = fd, False, False, 0
+    _spin_when = spin_when if spin_when is not None else _always
     _poller = select.poll()
     _poller.register(fd, select.POLLIN)
     pyfuse3._wait_fuse_readable = _wait_readable  # type: ignore[attr-defined]
