@@ -47,6 +47,7 @@ from litefs.store import (
     filename,
     parse_filename,
 )
+from litefs.store.fsutil import fsync_dir
 from litefs.store.names import LAG_FILENAME, PRIMARY_FILENAME
 
 log = logging.getLogger("litefs.fuse")
@@ -438,11 +439,7 @@ class LiteFSOperations(pyfuse3.Operations):
         """Make created and removed backing entries durable (see opendir)."""
         dirs, self._dirty_dirs = self._dirty_dirs, set()
         for path in dirs:
-            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            fsync_dir(path)
 
     @_guard
     async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx: Any) -> pyfuse3.EntryAttributes:

@@ -12,6 +12,7 @@ import click
 import httpx
 
 from litefs.durations import format_duration_ns
+from litefs.store.fsutil import fsync_dir
 
 DEFAULT_URL = "http://localhost:20202"
 
@@ -84,11 +85,7 @@ def export_command(name: str, url: str, path: str | None) -> None:
                 f.flush()
                 os.fsync(f.fileno())
         os.rename(tmp, path)
-        dir_fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        fsync_dir(os.path.dirname(os.path.abspath(path)))
     except httpx.HTTPError as exc:
         _fail(f"export: {exc}")
     finally:

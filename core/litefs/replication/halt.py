@@ -43,6 +43,7 @@ from litefs.ltx import Decoder, LTXError, Pos, peek_header
 from litefs.replication.mountlock import mount_lock, run_in_thread
 from litefs.replication.walindex import is_wal_database, rewrite_shm, wal_apply_lock
 from litefs.store import Database, FileKind, HaltForwardError, StoreError
+from litefs.store.fsutil import fsync_dir
 
 if TYPE_CHECKING:
     from quart_trio import QuartTrio
@@ -337,11 +338,7 @@ class PrimaryHalts:
             with open(tmp, "rb") as f:
                 Decoder(f).verify()
             os.rename(tmp, path)
-            dfd = os.open(db.ltx_dir, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+            fsync_dir(db.ltx_dir)
         except (OSError, LTXError) as exc:
             try:
                 os.unlink(tmp)

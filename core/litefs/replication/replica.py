@@ -57,6 +57,7 @@ from litefs.replication.walindex import is_wal_database, rewrite_shm, wal_apply_
 from litefs.sqlite.errors import SQLiteFormatError
 from litefs.store import CommitResult, Database, FileKind, StoreError
 from litefs.store.database import BuiltSnapshot, build_snapshot_file
+from litefs.store.fsutil import fsync_dir
 from litefs.store.writeback import WritebackPacer
 
 if TYPE_CHECKING:
@@ -770,11 +771,7 @@ class _Spool:
                 if other != path:
                     os.unlink(other)
         os.rename(self.tmp, path)
-        dfd = os.open(db.ltx_dir, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        fsync_dir(db.ltx_dir)
         return path
 
     def discard(self) -> None:

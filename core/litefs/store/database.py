@@ -48,6 +48,7 @@ from litefs.ltx import (
 from litefs.sqlite.errors import SQLiteFormatError
 from litefs.sqlite.header import DATABASE_HEADER_SIZE, DatabaseHeader
 from litefs.sqlite.journal import is_journal_header_valid, rollback_journal
+from litefs.store.fsutil import create_truncated, fsync_dir, remove_quietly
 from litefs.store.ltxwriter import LTXWriteError, LTXWriter
 from litefs.store.names import BACKING_NAMES, FileKind
 from litefs.store.spares import SparePool, is_spare
@@ -224,14 +225,6 @@ class _Dirty:
         return bool(self.pages or self.ranges)
 
 
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _ltx_header_and_post(path: str) -> tuple[Header, int]:
     """Header and post-apply checksum of an LTX file, without decoding its pages."""
     with open(path, "rb") as f:
@@ -334,10 +327,7 @@ def build_snapshot_file(dec: Decoder, path: str, *, fsync: bool = True) -> Built
             os.fsync(fd)
     except BaseException:
         os.close(fd)
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
+        remove_quietly(path)
         raise
     os.close(fd)
     return BuiltSnapshot(path, h, trailer.post_apply_checksum, tracker)
@@ -412,8 +402,9 @@ class Database:
         #: Writes the LTX files of WAL commits in the background (see litefs.store.ltxwriter);
         #: None writes them on the commit path.
         self.ltx_writer: LTXWriter | None = None
-        #: persist mode: the journal's length as the mount shows it after a commit zeroed its header
-        #: (the backing file is longer); None when the backing file's size is shown (write_journal).
+        #: persist and truncate mode: the journal's length as the mount shows it after a commit
+        #: zeroed its header (the backing file is longer); None when the backing file's size is
+        #: shown (see write_journal).
         self.journal_visible_size: int | None = None
         #: Durable empty files for the LTX files of rollback-journal commits (store/spares.py).
         self._spares: SparePool | None = SparePool(self.ltx_dir) if fsync else None
@@ -778,7 +769,7 @@ class Database:
         fd = spare[0] if spare is not None else -1
         try:
             if fd < 0:
-                fd = self._create_ltx_tmp(tmp)
+                fd = create_truncated(tmp)
             post, size, npages = self._write_commit_ltx(fd, db_fd, header, pages, tracker)
             if self._fsync:
                 os.fdatasync(fd)
@@ -789,7 +780,7 @@ class Database:
             os.rename(tmp, path)
             if self._fsync:
                 if spare is None:
-                    _fsync_dir(self.ltx_dir)
+                    fsync_dir(self.ltx_dir)
                 if not self._db_synced:
                     os.fsync(db_fd)
                     self._db_synced = True
@@ -802,10 +793,7 @@ class Database:
                     os.fdatasync(fd)
                 except OSError:
                     pass
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+            remove_quietly(tmp)
             if saved is not None and isinstance(exc, HaltForwardError):
                 self.tracker = saved
             raise
@@ -827,15 +815,6 @@ class Database:
         if self._on_commit is not None:
             self._on_commit(self, result)
         return result
-
-    def _create_ltx_tmp(self, tmp: str) -> int:
-        """Create an LTX temp file; ``ltx/`` is created only when missing, not checked per commit."""
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
-        try:
-            return os.open(tmp, flags, 0o644)
-        except FileNotFoundError:
-            self._ensure_dirs()
-            return os.open(tmp, flags, 0o644)
 
     def _write_commit_ltx(
         self, fd: int, db_fd: int, header: Header, pages: Sequence[int], tracker: ChecksumTracker
@@ -980,7 +959,7 @@ class Database:
         self._ensure_dirs()
         os.rename(built.path, self.db_path)
         if self._fsync:
-            _fsync_dir(self.path)
+            fsync_dir(self.path)
         # Descriptors opened on the old file would go on reading it: each is pointed at the new
         # file with its access mode kept (dup2 swaps it atomically under a concurrent pread).
         fds = set(self._file_fds)
@@ -1067,12 +1046,9 @@ class Database:
                     f.flush()
                     os.fsync(f.fileno())
                 os.rename(tmp, path)
-                _fsync_dir(self.ltx_dir)
+                fsync_dir(self.ltx_dir)
             except BaseException:
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
+                remove_quietly(tmp)
                 raise
         if txid == 1:
             self.tracker = None
@@ -1192,12 +1168,9 @@ class Database:
                     os.fsync(f.fileno())
             os.rename(tmp, path)
             if self._fsync:
-                _fsync_dir(self.ltx_dir)
+                fsync_dir(self.ltx_dir)
         except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+            remove_quietly(tmp)
             raise
         return path
 
@@ -1224,7 +1197,7 @@ class Database:
                         dec = Decoder(f)
                         dec.verify()
                     header = dec.header
-                    if header.min_txid > newest:
+                    if header.min_txid > newest and header.min_txid not in found:
                         found[header.min_txid] = (header.max_txid, spare)
                         continue
             except (LTXError, OSError) as exc:
@@ -1242,7 +1215,7 @@ class Database:
                 "%s: deleting spare LTX file %s: not the next TXID", self.name, os.path.basename(spare)
             )
             os.unlink(spare)
-        _fsync_dir(self.ltx_dir)
+        fsync_dir(self.ltx_dir)
 
     def recover(self) -> None:
         """Bring the database to a consistent state at startup (LiteFS ``DB.Open``, §4.10).
@@ -1287,7 +1260,7 @@ class Database:
                         df.flush()
                         os.fsync(df.fileno())
             os.unlink(self.journal_path)
-            _fsync_dir(self.path)
+            fsync_dir(self.path)
 
         # 4. WAL: copy the frames the newest LTX file covers into the database file (store/wal.py).
         wal_recovery = WALRecovery(self)
@@ -1452,7 +1425,7 @@ class Database:
                     os.fsync(df.fileno())
             if hot:
                 os.unlink(self.journal_path)
-                _fsync_dir(self.path)
+                fsync_dir(self.path)
                 out.actions.append("rolled back a hot journal")
         wal_path = self.backing_path(FileKind.WAL)
         header = self.wal.header

@@ -26,6 +26,8 @@ import os
 import threading
 from collections.abc import Callable
 
+from litefs.store.fsutil import create_truncated, remove_quietly
+
 log = logging.getLogger("litefs.store")
 
 _TMP_SUFFIX = ".tmp"
@@ -47,13 +49,8 @@ def write_file_atomically(path: str, data: bytes | memoryview, *, datasync: bool
     rename itself durable (fsync of the directory) is the caller's business.
     """
     tmp = path + _TMP_SUFFIX
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
     try:
-        try:
-            fd = os.open(tmp, flags, 0o644)
-        except FileNotFoundError:  # ltx/ is created on demand, not checked per commit
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            fd = os.open(tmp, flags, 0o644)
+        fd = create_truncated(tmp)  # ltx/ is created on demand, not checked per commit
         try:
             view = memoryview(data)
             while view:
@@ -64,10 +61,7 @@ def write_file_atomically(path: str, data: bytes | memoryview, *, datasync: bool
             os.close(fd)
         os.rename(tmp, path)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        remove_quietly(tmp)
         raise
 
 

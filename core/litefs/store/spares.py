@@ -24,6 +24,8 @@ import os
 import threading
 import time
 
+from litefs.store.fsutil import fsync_dir, remove_quietly
+
 log = logging.getLogger("litefs.store")
 
 #: Name prefix of spare files in ``ltx/`` (never matches the LTX file name pattern).
@@ -82,10 +84,7 @@ class SparePool:
             while self._ready:
                 fd, path = self._ready.popleft()
                 os.close(fd)
-                try:
-                    os.unlink(path)
-                except OSError:
-                    pass
+                remove_quietly(path)
             self._closed = False
 
     def _run(self) -> None:
@@ -119,19 +118,11 @@ class SparePool:
                 path = os.path.join(self.directory, f"{SPARE_PREFIX}{time.time_ns():x}-{self._seq:x}")
                 fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
                 made.append((fd, path))
-            # The names must be durable before a commit relies on them (see the module doc).
-            dfd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+            fsync_dir(self.directory)  # the names must be durable before a commit relies on them
         except BaseException:
             for fd, path in made:
                 os.close(fd)
-                try:
-                    os.unlink(path)
-                except OSError:
-                    pass
+                remove_quietly(path)
             raise
         return made
 

@@ -76,6 +76,7 @@ from litefs.sqlite.wal import (
     scan_wal_transactions,
 )
 from litefs.store.aiosync import ASYNC_SYNC
+from litefs.store.fsutil import fsync_dir
 from litefs.store.ltxwriter import write_file_atomically
 
 if TYPE_CHECKING:
@@ -252,10 +253,10 @@ class WALState:
             return n
         if offset <= frame and offset + 8 <= end:
             commit_field = data[frame - offset + 4 : frame - offset + 8]
-        elif tail is not None and self.tail is not None:
+        elif self.tail is not None:
             # The frame header came in an earlier write (SQLite writes it apart from the page).
             rel = frame + 4 - self.committed_offset
-            commit_field = bytes(tail[rel : rel + 4])
+            commit_field = bytes(self.tail[rel : rel + 4])
         else:
             commit_field = os.pread(fd, 4, frame + 4)
         if commit_field == b"\0\0\0\0" or len(commit_field) < 4:
@@ -595,9 +596,8 @@ class WALRecovery:
                 for txn in self.new:
                     commit_wal_transaction(db, self._fd, self.header, txn, durable=True)
                 self._copy_into_database(self.header, self.new)
-                from litefs.store.database import _fsync_dir
 
-                _fsync_dir(db.ltx_dir)
+                fsync_dir(db.ltx_dir)
         finally:
             if self._fd is not None:
                 os.close(self._fd)
