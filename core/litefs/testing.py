@@ -20,7 +20,6 @@ from __future__ import annotations
 import copy
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -31,19 +30,13 @@ import httpx
 import yaml
 
 from litefs.fuse.mount import cleanup_stale_mount, is_mounted
+from litefs.testing_ports import free_port
 
 DEFAULT_TIMEOUT = 20.0
 
 
 class NodeError(RuntimeError):
     """The node process did not start, exited early, or did not stop."""
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -25,16 +24,11 @@ from pathlib import Path
 
 import httpx
 
+from litefs.testing_ports import free_port
+
 
 class ServiceUnavailable(Exception):
     """A service binary could not be found or installed; tests that need it should skip."""
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def repo_root() -> Path | None:

@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,22 +21,11 @@ from pathlib import Path
 
 import httpx
 
+from litefs.testing_ports import free_ports
+
 
 class SeaweedUnavailable(Exception):
     """``weed`` is not installed and could not be installed."""
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def find_weed(install: bool = True) -> str:
@@ -70,7 +58,7 @@ class SeaweedFS:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
         self.dir = self.root / "data"
-        self.ports = _free_ports(10)
+        self.ports = free_ports(10)
         self.endpoint = f"http://127.0.0.1:{self.ports[0]}"
         self.log_path = self.root / "weed.log"
         self.proc: subprocess.Popen[bytes] | None = None
