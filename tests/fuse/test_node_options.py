@@ -1,4 +1,4 @@
-"""Node options that change startup and commit behaviour: -skip-unmount and strict-verify."""
+"""Node options that change startup and commit behaviour: -skip-unmount, strict-verify, the data-directory lock."""
 
 from __future__ import annotations
 
@@ -62,3 +62,20 @@ def test_strict_verify_stops_the_node_on_drift(tmp_path: Path) -> None:
         assert "strict verify" in node.log()
     finally:
         node.stop()
+
+
+def test_a_second_node_on_the_same_data_directory_is_refused(tmp_path: Path) -> None:
+    first = LiteFSNode(tmp_path, name="first")
+    second = LiteFSNode(tmp_path, name="second")
+    second.config["data"]["dir"] = first.data_dir
+    try:
+        first.start()
+        second.start(wait=False)
+        assert second.wait_exit(timeout=30) != 0
+        assert f"data directory {first.data_dir} is in use by another litefs process" in second.log()
+        assert first.get("/info").status_code == 200  # the first node is unharmed
+    finally:
+        second.stop()
+        first.stop()
+    second.start()  # once the first node is gone, the directory is free again
+    second.stop()

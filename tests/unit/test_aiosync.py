@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 
 from litefs.store.aiosync import AsyncSync
@@ -15,8 +16,8 @@ def test_submitted_sync_completes_and_reports_success(tmp_path) -> None:
         token = sync.submit(fd)
         if token is None:  # no AIO on this kernel/file system: callers then sync the plain way
             return
-        assert sync.wait(token) is True
-        assert sync.wait(token) is False  # collected once
+        assert sync.wait(token) == 0
+        assert sync.wait(token) is None  # collected once
         assert sync.pending() == 0
     finally:
         os.close(fd)
@@ -32,8 +33,9 @@ def test_a_forgotten_sync_is_reaped_and_later_ones_still_work(tmp_path) -> None:
         sync.forget(first)
         os.write(fd, b"y")
         second = sync.submit(fd)
-        assert second is not None and sync.wait(second) is True
-        assert sync.wait(first) is False  # forgotten: never reported
+        assert second is not None and sync.wait(second) == 0
+        assert sync.wait(first) is None  # forgotten: never reported
+        assert sync.take_failure(fd) == 0
     finally:
         os.close(fd)
 
@@ -45,7 +47,7 @@ def test_the_descriptor_may_close_while_the_sync_runs(tmp_path) -> None:
     token = sync.submit(fd)
     os.close(fd)  # the kernel holds its own reference to the file
     if token is not None:
-        assert sync.wait(token) is True
+        assert sync.wait(token) == 0
 
 
 def test_a_bad_descriptor_is_refused(tmp_path) -> None:
@@ -53,4 +55,4 @@ def test_a_bad_descriptor_is_refused(tmp_path) -> None:
     fd = os.open(tmp_path / "wal", os.O_RDWR | os.O_CREAT, 0o644)
     os.close(fd)
     token = sync.submit(fd)
-    assert token is None or sync.wait(token) is False
+    assert token is None or sync.wait(token) == -errno.EBADF

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import io
 import os
-import threading
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -62,32 +65,74 @@ def test_encode_ltx_refuses_pages_that_break_the_format(pages: list[tuple[int, b
 
 def test_writer_writes_in_order_and_serves_pending_content(tmp_path) -> None:
     writer = LTXWriter()
-    gate = threading.Event()
-    real_write = os.write
-
-    def slow_write(fd: int, data: bytes) -> int:  # hold the writer thread: the files stay pending
-        if threading.current_thread().name == "ltx-writer":
-            gate.wait(5)
-        return real_write(fd, data)
-
+    writer.submit(str(tmp_path / "first.ltx"), b"first")
+    writer.drain()
+    os.kill(writer.pid, signal.SIGSTOP)  # hold the writer process: the next files stay pending
     paths = [str(tmp_path / f"{i:016x}-{i:016x}.ltx") for i in range(1, 4)]
-    os_write = os.write
-    os.write = slow_write  # type: ignore[assignment]
     try:
         for i, p in enumerate(paths):
             writer.submit(p, b"file %d" % i)
         assert writer.pending(paths[2]) == b"file 2"
         assert writer.pending_count == 3
         assert not writer.idle
+        assert not any(os.path.exists(p) for p in paths)
     finally:
-        gate.set()
-        os.write = os_write  # type: ignore[assignment]
+        os.kill(writer.pid, signal.SIGCONT)
     writer.drain()
-    assert writer.idle and writer.pending_count == 0 and writer.written == 3
+    assert writer.idle and writer.pending_count == 0 and writer.written == 4
     assert [Path(p).read_bytes() for p in paths] == [b"file 0", b"file 1", b"file 2"]
     assert writer.pending(paths[0]) is None
     assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
     writer.close()
+
+
+def test_a_killed_writer_process_is_an_error_not_a_hang(tmp_path) -> None:
+    errors = []
+    writer = LTXWriter()
+    writer.on_error = errors.append
+    writer.submit(str(tmp_path / "a.ltx"), b"a")
+    writer.drain()
+    os.kill(writer.pid, signal.SIGKILL)
+    with pytest.raises(LTXWriteError, match="writer process exited"):
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            writer.submit(str(tmp_path / "b.ltx"), b"b")
+            writer.drain()
+    assert errors and "writer process exited" in str(errors[0])
+    writer.close()
+
+
+def test_the_process_writes_what_it_was_sent_after_the_node_is_gone(tmp_path) -> None:
+    """A node killed with files still queued: its writer process finishes them (stdin EOF)."""
+    script = f"""
+import os, signal, sys
+sys.path.insert(0, {str(Path(__file__).resolve().parents[2] / "core")!r})
+from litefs.store.ltxwriter import LTXWriter
+w = LTXWriter()
+w.submit({str(tmp_path / "warm.ltx")!r}, b"w")
+w.drain()
+os.kill(w.pid, signal.SIGSTOP)
+for i in range(50):
+    w.submit(os.path.join({str(tmp_path)!r}, "f%03d.ltx" % i), b"x" * 1000)
+print(w.pid, flush=True)
+os.kill(w.pid, signal.SIGCONT)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == -signal.SIGKILL
+    child = int(proc.stdout.split()[0])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and os.path.exists(f"/proc/{child}"):
+        time.sleep(0.01)
+    names = sorted(n for n in os.listdir(tmp_path) if n.startswith("f"))
+    assert names == [f"f{i:03d}.ltx" for i in range(50)]
+    assert all((tmp_path / n).stat().st_size == 1000 for n in names)
 
 
 def test_writer_creates_a_missing_directory(tmp_path) -> None:

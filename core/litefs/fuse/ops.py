@@ -604,7 +604,7 @@ class LiteFSOperations(pyfuse3.Operations):
             self._sync_dirty_dirs()
         if h.kind is FileKind.DATABASE:
             h.db.sync_database(h.fd, datasync)
-        elif h.kind is FileKind.WAL and h.db.wal.sync_requested(datasync):
+        elif h.kind is FileKind.WAL and h.db.wal.sync_requested(datasync, h.fd):
             return  # synced while the commit was captured (store/aiosync.py)
         else:
             (os.fdatasync if datasync else os.fsync)(h.fd)

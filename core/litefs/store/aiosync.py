@@ -73,6 +73,8 @@ class AsyncSync:
         #: Completed and not collected: token -> result (0 or -errno).
         self._results: dict[int, int] = {}
         self._unwanted: set[int] = set()
+        #: fd -> errno of a forgotten fdatasync that failed (see take_failure).
+        self._failed: dict[int, int] = {}
         self._events = (_IOEvent * _MAX_EVENTS)()
         self._zero = _Timespec(0, 0)
         self._syscall = None
@@ -124,12 +126,21 @@ class AsyncSync:
         self._inflight[token] = iocb
         return token
 
-    def wait(self, token: int) -> bool:
-        """Wait for the fdatasync ``token``; True if it succeeded."""
+    def wait(self, token: int) -> int | None:
+        """Wait for the fdatasync ``token``: 0 if it succeeded, ``-errno`` if it failed, None if
+        its result cannot be had (unknown token, collected already)."""
         while token not in self._results:
             if token not in self._inflight or not self._collect(block=True):
-                return False
-        return self._results.pop(token) == 0
+                return None
+        return self._results.pop(token)
+
+    def take_failure(self, fd: int) -> int:
+        """The errno of a forgotten fdatasync of ``fd`` that failed (0 if none), and clear it.
+
+        A failed fdatasync reports a write-back error once per open file; a plain fsync after it
+        would succeed. So the failure of one nobody waited for is kept for the next sync of ``fd``.
+        """
+        return self._failed.pop(fd, 0)
 
     def forget(self, token: int) -> None:
         """The result of ``token`` is not wanted (a write followed: the fsync syncs itself).
@@ -148,9 +159,12 @@ class AsyncSync:
             return ctypes.get_errno() == 4  # EINTR: try again
         for i in range(n):
             ev = self._events[i]
-            if self._inflight.pop(ev.data, None) is not None:
+            iocb = self._inflight.pop(ev.data, None)
+            if iocb is not None:
                 if ev.data in self._unwanted:
                     self._unwanted.discard(ev.data)
+                    if ev.res < 0:
+                        self._failed[iocb.aio_fildes] = -ev.res
                 else:
                     self._results[ev.data] = ev.res
         return True

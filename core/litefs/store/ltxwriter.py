@@ -4,38 +4,52 @@ In WAL mode the LTX file of a transaction is not needed for durability on the co
 WAL holds the same transaction, and startup recovery rebuilds any LTX file that is missing from the
 checksum-valid WAL (see :mod:`litefs.store.wal`). What the commit path needs is the encoded file, so
 that the position can move and replicas can be sent the transaction. Creating and renaming a file
-costs the event-loop thread 100-150 us on a quiet ext4 and up to milliseconds when other processes
-keep the file system journal busy -- more than the rest of a small WAL commit. So the commit path
-hands the encoded bytes to :class:`LTXWriter`, whose thread writes them (temp file + rename, in
-submission order, a few milliseconds' worth at a time) while the loop serves the next request.
+costs 100-150 us of system time on a quiet ext4 and much more when the file system is busy -- more
+than the rest of a small WAL commit. So the commit path hands the encoded bytes to
+:class:`LTXWriter`, which pipes them to a child process (:mod:`litefs.store.ltxwriter_process`)
+that writes them (temp file + rename, in submission order, a few milliseconds' worth at a time)
+while the loop serves the next request.
+
+Why a process and not a thread: a writer thread releases and retakes the GIL around each of its
+four system calls per file, and every retake waits for the event-loop thread and wakes it later.
+Measured on 2 vCPUs (WAL, synchronous=NORMAL): 450-530 us per transaction with a thread, 240-310
+us when the files cost the loop nothing but one pipe write each.
 
 Until its file exists, a submitted LTX file is served from memory (:meth:`LTXWriter.pending`), so
 the replication stream never misses it. Anything that needs the files on disk first calls
 :meth:`LTXWriter.drain`: the checkpoint guard (before WAL pages reach the database file), role-change
-recovery, imports, drops and shutdown. A failed write is logged at once, reported through
-:attr:`LTXWriter.on_error` (the node treats it like a failed commit: exit 99) and raised by the next
-:meth:`submit` or :meth:`drain`. Unlike a failed rollback-mode commit, the transaction was already
-acknowledged to SQLite; it is safe in the WAL and recovery writes its LTX file at the next start.
+recovery, imports, drops and shutdown. A failed write (or a writer process that dies) is logged at
+once, reported through :attr:`LTXWriter.on_error` (the node treats it like a failed commit: exit
+99) and raised by the next :meth:`submit` or :meth:`drain`. Unlike a failed rollback-mode commit,
+the transaction was already acknowledged to SQLite; it is safe in the WAL and recovery writes its
+LTX file at the next start. If the node itself is killed, the child still writes every file it was
+sent before it exits.
 """
 
 from __future__ import annotations
 
 import collections
+import fcntl
 import logging
 import os
+import struct
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 
+from litefs.store import ltxwriter_process
 from litefs.store.fsutil import create_truncated, remove_quietly
 
 log = logging.getLogger("litefs.store")
 
 _TMP_SUFFIX = ".tmp"
-#: The writer gathers files for up to this long (or until BATCH_FILES are queued) before writing
-#: them in one go: one wakeup of its thread per batch instead of one per commit. Measured on 2 vCPUs
-#: (WAL, synchronous=NORMAL): 320-340 us per transaction instead of 370-380.
-BATCH_SECONDS = 0.005
-BATCH_FILES = 32
+_CHILD = ltxwriter_process.__file__
+_FRAME = ltxwriter_process.FRAME
+_ACK = ltxwriter_process.ACK
+_F_SETPIPE_SZ = 1031
+#: Room for a few hundred small LTX files in the pipe, so a busy writer rarely stalls the loop.
+_PIPE_SIZE = 1 << 20
 
 
 class LTXWriteError(OSError):
@@ -66,23 +80,37 @@ def write_file_atomically(path: str, data: bytes | memoryview, *, datasync: bool
 
 
 class LTXWriter:
-    """One thread that writes submitted LTX files in order; see the module docstring."""
+    """Writes submitted LTX files in order through a child process; see the module docstring."""
 
     def __init__(self, name: str = "ltx-writer") -> None:
         self._name = name
         self._cond = threading.Condition()
-        self._queue: collections.deque[tuple[str, bytes]] = collections.deque()
+        self._send_lock = threading.Lock()
         self._pending: dict[str, bytes] = {}
-        self._busy = False
+        self._order: collections.deque[str] = collections.deque()
+        self._submitted = 0
+        self._acked = 0
         self._error: BaseException | None = None
         self._closed = False
-        self._thread: threading.Thread | None = None
-        self._idle_wait = False
-        self._draining = 0
-        #: Files written so far (for tests and /debug/vars).
-        self.written = 0
-        #: Called from the writer thread with the exception when a write fails.
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._input = -1
+        self._reader: threading.Thread | None = None
+        #: Descriptors the writer process keeps open for as long as it runs (the data directory's
+        #: lock, so a restarted node waits for a killed node's writer to finish).
+        self.inherit_fds: tuple[int, ...] = ()
+        #: Called from a background thread with the exception when a write fails.
         self.on_error: Callable[[BaseException], None] | None = None
+
+    @property
+    def written(self) -> int:
+        """Files written so far (for tests and /debug/vars)."""
+        with self._cond:
+            return self._acked
+
+    @property
+    def pid(self) -> int | None:
+        """The writer process's PID, once it runs."""
+        return self._proc.pid if self._proc is not None else None
 
     # -- called from the event loop --------------------------------------------------------------
 
@@ -93,12 +121,10 @@ class LTXWriter:
             if self._closed:
                 raise LTXWriteError(f"ltx writer closed: cannot write {path}")
             self._pending[path] = data
-            self._queue.append((path, data))
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
-                self._thread.start()
-            if self._idle_wait or len(self._queue) >= BATCH_FILES:
-                self._cond.notify_all()
+            self._order.append(path)
+            self._submitted += 1
+        encoded = path.encode()
+        self._send(_FRAME.pack(len(encoded), len(data)) + encoded, data)
 
     def pending(self, path: str) -> bytes | None:
         """The content of ``path`` if it is submitted but not on disk yet."""
@@ -115,77 +141,152 @@ class LTXWriter:
     def idle(self) -> bool:
         """True when every submitted file is on disk."""
         with self._cond:
-            return not self._queue and not self._busy
+            return self._acked == self._submitted
 
     def drain(self) -> None:
         """Block until every submitted file is on disk; raise :class:`LTXWriteError` if one failed."""
         with self._cond:
-            self._draining += 1
-            self._cond.notify_all()
-            try:
-                while (self._queue or self._busy) and self._error is None:
-                    self._cond.wait()
-            finally:
-                self._draining -= 1
+            self._raise_error()
+            if self._acked == self._submitted:
+                return
+            target = self._submitted
+        self._send(_FRAME.pack(0, 0))  # a flush frame: write now instead of gathering a batch
+        with self._cond:
+            while self._acked < target and self._error is None:
+                self._cond.wait()
             self._raise_error()
 
     def close(self) -> None:
-        """Write what is queued, then stop the thread (errors are logged, not raised)."""
+        """Write what is queued, then stop the process (errors are logged, not raised)."""
         try:
             self.drain()
         except LTXWriteError:
             pass
         with self._cond:
             self._closed = True
-            self._cond.notify_all()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        with self._send_lock:
+            if self._input >= 0:
+                os.close(self._input)  # end of input: the process exits
+                self._input = -1
+        if self._reader is not None:
+            self._reader.join()
+            self._reader = None
+        if self._proc is not None:
+            self._proc.wait()
+            self._proc = None
 
     def _raise_error(self) -> None:
         if self._error is not None:
             raise LTXWriteError(f"writing an LTX file failed earlier: {self._error}") from self._error
 
-    # -- the thread ------------------------------------------------------------------------------
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._queue and not self._closed:
-                    self._idle_wait = True
-                    self._cond.wait()
-                    self._idle_wait = False
-                if not self._queue:
-                    return  # closed and empty
-                if len(self._queue) < BATCH_FILES and not self._closed and not self._draining:
-                    self._cond.wait(BATCH_SECONDS)  # submit() and drain() wake it early
-                batch = list(self._queue)
-                self._queue.clear()
-                self._busy = True
+    def _send(self, *parts: bytes) -> None:
+        with self._send_lock:
             try:
-                for path, data in batch:
-                    write_file_atomically(path, data)
-                    with self._cond:
-                        self._pending.pop(path, None)
-                        self.written += 1
-            except BaseException as exc:  # noqa: BLE001 - reported to the commit path
-                log.error("ltx writer: cannot write %s: %s", path, exc)
+                if self._proc is None:
+                    self._start()
+                for part in parts:
+                    view = memoryview(part)
+                    while view:
+                        view = view[os.write(self._input, view) :]
+            except OSError as exc:  # the process is gone (its reader thread reports why)
                 with self._cond:
-                    self._error = exc
-                    self._busy = False
-                    self._queue.clear()
-                    self._pending.clear()
-                    self._cond.notify_all()
-                if self.on_error is not None:
-                    try:
-                        self.on_error(exc)
-                    except Exception:  # the loop may be gone (shutdown): the error stays recorded
-                        log.debug("ltx writer: error callback failed", exc_info=True)
-                return
+                    while self._error is None and self._reader is not None and self._reader.is_alive():
+                        self._cond.wait(1.0)
+                    if self._error is None:
+                        self._fail(LTXWriteError(f"{self._name}: cannot send to the writer process: {exc}"))
+                    self._raise_error()
+
+    def start(self) -> None:
+        """Start the writer process now (otherwise the first :meth:`submit` does).
+
+        Call it before the FUSE mount exists: the new process closes its inherited descriptors
+        before it runs, and closing one on our own mount would send a FUSE request to this process,
+        which waits for the new one to start -- a deadlock.
+        """
+        with self._send_lock:
+            if self._proc is None:
+                self._start()
+
+    def _start(self) -> None:
+        ack_read, ack_write = os.pipe2(os.O_CLOEXEC)
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-I", "-S", _CHILD, str(ack_write)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,  # errors come back on the ack pipe; stderr stays the node's
+                pass_fds=(ack_write, *self.inherit_fds),
+                start_new_session=True,  # a Ctrl-C to the node's process group does not reach it
+            )
+        except BaseException:
+            os.close(ack_read)
+            raise
+        finally:
+            os.close(ack_write)
+        assert self._proc.stdin is not None
+        self._input = os.dup(self._proc.stdin.fileno())
+        self._proc.stdin.close()
+        try:
+            fcntl.fcntl(self._input, _F_SETPIPE_SZ, _PIPE_SIZE)
+        except OSError:
+            pass  # a smaller pipe only means the loop waits for the writer sooner
+        self._reader = threading.Thread(
+            target=self._read_acks, args=(ack_read,), name=self._name, daemon=True
+        )
+        self._reader.start()
+
+    # -- the acknowledgement thread -------------------------------------------------------------
+
+    def _read_acks(self, fd: int) -> None:
+        buf = b""
+        try:
+            while True:
+                chunk = os.read(fd, 4096)
+                if not chunk:
+                    break
+                buf += chunk
+                while len(buf) >= _ACK.size:
+                    (count,) = _ACK.unpack_from(buf)
+                    if count >= 0:
+                        buf = buf[_ACK.size :]
+                        self._acknowledge(count)
+                        continue
+                    if len(buf) < _ACK.size + 4:
+                        break
+                    (length,) = struct.unpack_from("<I", buf, _ACK.size)
+                    if len(buf) < _ACK.size + 4 + length:
+                        break
+                    message = buf[_ACK.size + 4 : _ACK.size + 4 + length].decode(errors="replace")
+                    self._fail(LTXWriteError(message))
+                    return
+        finally:
+            os.close(fd)
             with self._cond:
-                self._busy = False
-                if not self._queue:
-                    self._cond.notify_all()
+                if self._error is None and not self._closed:
+                    code = self._proc.poll() if self._proc is not None else None
+                    self._fail(LTXWriteError(f"{self._name}: the writer process exited (status {code})"))
+                self._cond.notify_all()
+
+    def _acknowledge(self, count: int) -> None:
+        with self._cond:
+            for _ in range(count - self._acked):
+                self._pending.pop(self._order.popleft(), None)
+            self._acked = count
+            self._cond.notify_all()
+
+    def _fail(self, exc: LTXWriteError) -> None:
+        log.error("ltx writer: %s", exc)
+        with self._cond:
+            if self._error is not None:
+                return
+            self._error = exc
+            self._pending.clear()
+            self._order.clear()
+            self._cond.notify_all()
+        if self.on_error is not None:
+            try:
+                self.on_error(exc)
+            except Exception:  # the loop may be gone (shutdown): the error stays recorded
+                log.debug("ltx writer: error callback failed", exc_info=True)
 
 
 __all__ = ["LTXWriteError", "LTXWriter", "write_file_atomically"]

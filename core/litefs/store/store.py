@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import logging
 import os
 import secrets
 import shutil
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -60,6 +63,10 @@ class Subscriber:
         self._send.close()
 
 
+#: How long ``Store.open`` waits for the data directory's lock (a killed node's writer finishing).
+LOCK_TIMEOUT = 10.0
+
+
 class Store:
     """All databases under ``<data.dir>/dbs`` plus the node's identity and role."""
 
@@ -85,17 +92,20 @@ class Store:
         #: are refused from that moment, before any other node can take the lease.
         self.lease_valid: Callable[[], bool] = lambda: True
         self._dbs: dict[str, Database] = {}
-        #: One thread per node writes the LTX files of WAL commits (litefs.store.ltxwriter).
+        #: One child process per node writes the LTX files of WAL commits (litefs.store.ltxwriter).
         self.ltx_writer = LTXWriter()
+        self._lock_fd = -1
         self._subscribers: set[Subscriber] = set()
         #: Called with every TxEvent after it is published (the node calls the plugin hook here).
         self.commit_listeners: list[Callable[[TxEvent], None]] = []
 
     # -- lifecycle -----------------------------------------------------------------------------
 
-    def open(self) -> None:
-        """Create the data directory, read the cluster ID, and recover every database."""
+    def open(self, lock_timeout: float = LOCK_TIMEOUT) -> None:
+        """Lock the data directory, read the cluster ID, and recover every database."""
         os.makedirs(self.dbs_dir, exist_ok=True)
+        self._lock(lock_timeout)
+        self.ltx_writer.start()  # before the mount exists (see LTXWriter.start)
         legacy = os.path.join(self.data_dir, "id")
         if os.path.exists(legacy):  # LiteFS issue #361: node IDs are no longer persisted
             os.unlink(legacy)
@@ -113,6 +123,33 @@ class Store:
         self.ltx_writer.close()
         for sub in list(self._subscribers):
             sub.close()
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+    def _lock(self, timeout: float) -> None:
+        """Hold ``<data.dir>/lock`` so no second node (nor a dead node's writer) shares the directory.
+
+        The LTX writer process inherits the lock: after a SIGKILL of the node it keeps writing the
+        files it was sent, and a restarted node must not run recovery until it has finished.
+        """
+        path = os.path.join(self.data_dir, "lock")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EACCES) or time.monotonic() >= deadline:
+                    os.close(fd)
+                    raise StoreError(
+                        f"data directory {self.data_dir} is in use by another litefs process "
+                        f"(lock held on {path})"
+                    ) from exc
+                time.sleep(0.01)
+        self._lock_fd = fd
+        self.ltx_writer.inherit_fds = (fd,)
 
     def _read_cluster_id(self) -> str:
         path = os.path.join(self.data_dir, "clusterid")

@@ -34,7 +34,7 @@ The logical database is the database file overlaid with the committed WAL pages;
 tracker and the position always describe it (:meth:`WALState.read_page`).
 
 Durability. The LTX file of a WAL commit is encoded on the commit path but written (temp file +
-rename) by a background thread (:mod:`litefs.store.ltxwriter`) and **not fsynced**; until it is on
+rename) by a child process (:mod:`litefs.store.ltxwriter`) and **not fsynced**; until it is on
 disk the replication stream serves it from memory. This is safe because the WAL is SQLite's durable
 log of the same transaction:
 
@@ -269,19 +269,25 @@ class WALState:
             self.expect_sync = False  # a commit went by without an fsync: synchronous is not FULL
         return n
 
-    def sync_requested(self, datasync: bool) -> bool:
-        """SQLite fsyncs the WAL: True if the asynchronous fdatasync started at the commit frame
-        covers it (nothing written since, and it succeeded); then the request needs no sync."""
+    def sync_requested(self, datasync: bool, fd: int) -> bool:
+        """SQLite fsyncs the WAL through ``fd``: True if the asynchronous fdatasync started at the
+        commit frame covers it (nothing written since, and it succeeded); then the request needs
+        no sync. Raises OSError if that fdatasync (or a forgotten one of ``fd``) failed: a plain
+        fsync after a failed one would not report the lost write again."""
         if self._commits_since_sync:
             self.expect_sync = True
         self._commits_since_sync = 0
         token, self._sync_token = self._sync_token, None
-        if token is None:
-            return False
-        if not datasync:
-            ASYNC_SYNC.forget(token)  # a full fsync also wants the metadata: do it the plain way
-            return False
-        return ASYNC_SYNC.wait(token)
+        result = None
+        if token is not None:
+            if datasync:
+                result = ASYNC_SYNC.wait(token)
+            else:
+                ASYNC_SYNC.forget(token)  # a full fsync also wants the metadata: do it the plain way
+        failed = -result if result is not None and result < 0 else ASYNC_SYNC.take_failure(fd)
+        if failed:
+            raise OSError(failed, f"{self.db.name}: syncing the WAL failed: {os.strerror(failed)}")
+        return result == 0
 
     def _drop_sync(self) -> None:
         token, self._sync_token = self._sync_token, None
