@@ -162,3 +162,14 @@ def test_close_writes_what_is_queued_and_refuses_more(tmp_path) -> None:
     assert all(os.path.exists(p) for p in paths)
     with pytest.raises(LTXWriteError, match="closed"):
         writer.submit(str(tmp_path / "late.ltx"), b"x")
+
+
+def test_a_file_larger_than_the_pipe_arrives_whole(tmp_path) -> None:
+    writer = LTXWriter()
+    big = os.urandom(5 << 20)  # more than the pipe holds: the send is split into several writes
+    writer.submit(str(tmp_path / "big.ltx"), big)
+    writer.submit(str(tmp_path / "small.ltx"), b"s")
+    writer.drain()
+    assert (tmp_path / "big.ltx").read_bytes() == big
+    assert (tmp_path / "small.ltx").read_bytes() == b"s"
+    writer.close()

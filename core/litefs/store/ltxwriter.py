@@ -184,10 +184,13 @@ class LTXWriter:
             try:
                 if self._proc is None:
                     self._start()
-                for part in parts:
-                    view = memoryview(part)
-                    while view:
-                        view = view[os.write(self._input, view) :]
+                views = [memoryview(part) for part in parts]
+                while views:  # one writev per submit; a full pipe takes the rest later
+                    written = os.writev(self._input, views)
+                    while views and written >= len(views[0]):
+                        written -= len(views.pop(0))
+                    if written:
+                        views[0] = views[0][written:]
             except OSError as exc:  # the process is gone (its reader thread reports why)
                 with self._cond:
                     while self._error is None and self._reader is not None and self._reader.is_alive():
