@@ -36,6 +36,7 @@ from litefs.http.app import create_app, make_route_registrar
 from litefs.http.server import port_of, serve_http
 from litefs.lease import LeaseError, NoPrimaryError, PrimaryInfo, WatchableLeaser
 from litefs.ltx import Pos
+from litefs.memtrim import release_free_memory
 from litefs.replication.halt import PrimaryHalts, ReplicaHalts
 from litefs.replication.handoff import auto_promote
 from litefs.replication.mountlock import mount_lock, run_in_thread
@@ -291,6 +292,12 @@ class Node:
         Encoding and applying read and write the whole file: that runs in a worker thread so the
         node keeps answering FUSE and HTTP meanwhile; listeners hear of the commit on this thread.
         """
+        try:
+            await self._import_database(name, src_path)
+        finally:
+            await trio.to_thread.run_sync(release_free_memory)
+
+    async def _import_database(self, name: str, src_path: str) -> None:
         db = self.store.db(name)
         existing = db is not None and db.exists() and db.page_count > 0
         if not existing:
