@@ -143,6 +143,36 @@ def test_ltx_write_failure_exits_99_and_recovery_keeps_the_acknowledged_tx(wal_n
     assert node.ltx_files("db")[-1] == f"{txid + 1:016x}-{txid + 1:016x}.ltx"
 
 
+def test_a_killed_ltx_writer_process_stops_the_node_and_loses_nothing(wal_node: LiteFSNode) -> None:
+    """The node's LTX writer process dies: the node exits 99, the restart keeps every acknowledged row."""
+    node = wal_node.start()
+    with open(f"/proc/{node.proc.pid}/task/{node.proc.pid}/children") as f:
+        (writer_pid,) = [int(pid) for pid in f.read().split()]
+    c = SQLConn(node.path("db"), journal_mode="wal")
+    c.execute("PRAGMA synchronous=FULL")
+    c.execute("CREATE TABLE t (x)")
+    acknowledged = []
+    for i in range(5):
+        c.execute("INSERT INTO t VALUES (?)", [i])
+        acknowledged.append(i)
+    os.kill(writer_pid, 9)
+    try:
+        for i in range(5, 50):
+            c.execute("INSERT INTO t VALUES (?)", [i])
+            acknowledged.append(i)
+    except SQLError:
+        pass  # the node went away under SQLite
+    assert node.wait_exit() == 99
+    assert "writer process exited" in node.log()
+    c.proc.kill()
+    c.close()
+    node.start()
+    with SQLConn(node.path("db")) as r:
+        rows = [row[0] for row in r.execute("SELECT x FROM t ORDER BY x")]
+        assert rows[: len(acknowledged)] == acknowledged
+        assert_consistent(node, r)
+
+
 @pytest.mark.parametrize("sync", ["FULL", "NORMAL"])
 def test_sigkill_during_wal_commits(tmp_path, sync: str) -> None:
     """Kill the node at random moments of a stream of WAL commits (with checkpoints in between).
