@@ -184,3 +184,30 @@ def test_crash_between_snapshot_ltx_and_database_swap_recovers_to_the_snapshot(t
     with open(source.db_path, "rb") as a, open(restarted.db_path, "rb") as b:
         assert a.read() == b.read()
     assert not [n for n in os.listdir(restarted.ltx_dir) if n.endswith(".tmp")]
+
+
+def _db_of(tmp_path, value_sql: str, rows: int = 400) -> Database:
+    src = str(tmp_path / "src.db")
+    conn = sqlite3.connect(src)
+    conn.execute("CREATE TABLE t (v BLOB)")
+    conn.executemany(f"INSERT INTO t VALUES ({value_sql})", [()] * rows)
+    conn.commit()
+    conn.close()
+    db = Database("db", str(tmp_path / "dbs" / "db"))
+    db.import_database(src)
+    return db
+
+
+@pytest.mark.parametrize(
+    ("value_sql", "compressed"),
+    [("randomblob(3800)", False), ("printf('%.3800c', 'x')", True)],  # random pages, text pages
+)
+def test_snapshot_is_compressed_only_when_its_pages_shrink(
+    tmp_path, value_sql: str, compressed: bool
+) -> None:
+    db = _db_of(tmp_path, value_sql)
+    data, _ = encode_all(db)  # asks for LZ4
+    dec = Decoder(io.BytesIO(data))
+    assert dec.header.compressed is compressed
+    pages = dict(dec.pages())
+    assert dec.post_apply_pos == db.pos and len(pages) == db.page_count

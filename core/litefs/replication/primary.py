@@ -27,6 +27,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+import lz4.block
 import trio
 from quart import Response, request
 
@@ -73,6 +74,12 @@ HEARTBEAT_INTERVAL = 1.0
 CHUNK_SIZE = 32768
 #: Bytes of a snapshot read and sent per write (as 64 KiB wire chunks).
 SEND_SIZE = 1 << 20
+#: Pages, spread over the database, that decide whether a snapshot is worth compressing.
+SNAPSHOT_SAMPLE_PAGES = 32
+#: A snapshot goes out uncompressed when LZ4 saves less than this share of the sample: compressing
+#: pages that do not shrink (encrypted or random blobs) costs LZ4 and its content checksum on both
+#: nodes for no bandwidth (a 1 GB random-page snapshot: 8.3 s with LZ4, 7.0 s without).
+SNAPSHOT_MIN_SAVING = 0.10
 
 
 class StreamRequestError(ValueError):
@@ -395,6 +402,9 @@ class SnapshotEncoder:
         self.view = view = self.db.snapshot_view()
         self.pos = view.pos
         self.page_size, self.commit = view.page_size, view.page_count
+        if self.compress and not self._worth_compressing():
+            log.info("%s: snapshot pages do not compress; sending the snapshot uncompressed", self.db.name)
+            self.compress = False
         header = Header(
             flags=FLAG_COMPRESS_LZ4 if self.compress else 0,
             page_size=self.page_size,
@@ -406,6 +416,21 @@ class SnapshotEncoder:
             node_id=self.node_id,
         )
         self._enc = Encoder(self._sink, header)
+
+    def _worth_compressing(self) -> bool:
+        """True unless a sample of pages spread over the database shrinks by less than
+        SNAPSHOT_MIN_SAVING under LZ4 (a few page reads and ~100 us of LZ4)."""
+        view, commit = self.view, self.commit
+        assert view is not None
+        if commit < SNAPSHOT_SAMPLE_PAGES:
+            return True
+        lock = lock_pgno(self.page_size)
+        step = commit // SNAPSHOT_SAMPLE_PAGES
+        try:
+            sample = b"".join(view.read_pages(pgno, 1) for pgno in range(1, commit + 1, step) if pgno != lock)
+        except (StoreError, OSError, SQLiteFormatError):
+            return True  # the encoder meets the same error and reports it
+        return len(lz4.block.compress(sample, store_size=False)) <= (1 - SNAPSHOT_MIN_SAVING) * len(sample)
 
     def next_chunk(self) -> bytes:
         enc = self._enc
