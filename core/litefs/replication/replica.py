@@ -57,8 +57,8 @@ from litefs.replication.walindex import is_wal_database, rewrite_shm, wal_apply_
 from litefs.sqlite.errors import SQLiteFormatError
 from litefs.store import CommitResult, Database, FileKind, StoreError
 from litefs.store.database import BuiltSnapshot, build_snapshot_file
+from litefs.store.directio import DirectAppender
 from litefs.store.fsutil import fsync_dir
-from litefs.store.writeback import WritebackPacer
 
 if TYPE_CHECKING:
     from litefs.node import Node
@@ -669,8 +669,7 @@ class _Spool:
         self._header: Header | None = None
         self.built: BuiltSnapshot | None = None
         """A snapshot's database file, once :meth:`finish` returned."""
-        self._written = 0
-        self._pacer: WritebackPacer | None = None
+        self._direct: DirectAppender | None = None
 
     @property
     def backlogged(self) -> bool:
@@ -707,7 +706,8 @@ class _Spool:
         if not snapshot:
             self._f.write(head)
             return
-        self._pacer = WritebackPacer(self._f.fileno())
+        # The snapshot's LTX file bypasses the page cache (see litefs.store.directio).
+        self._direct = DirectAppender(self.tmp)
         self._workers = [
             _ChunkWorker("litefs-ltx-write", _QueueReader.drain, self._write_raw),
             _ChunkWorker("litefs-ltx-build", self._build),
@@ -717,10 +717,8 @@ class _Spool:
 
     def _write_raw(self, data: bytes) -> None:
         """In the writer thread: append to the LTX temp file."""
-        self._f.write(data)
-        self._written += len(data)
-        assert self._pacer is not None
-        self._pacer.wrote(self._written)
+        assert self._direct is not None
+        self._direct.write(data)
 
     def _build(self, reader: _QueueReader) -> None:
         """In the builder thread: decode and check the snapshot, writing its pages to the shadow file."""
@@ -742,6 +740,8 @@ class _Spool:
             for worker in self._workers:
                 await trio.to_thread.run_sync(worker.join)
             self._f.close()
+            if self._direct is not None and not any(w.error for w in self._workers):
+                await trio.to_thread.run_sync(self._direct.close)  # the last, partial block
             if self._workers:
                 for worker in reversed(self._workers):  # a decoding error names the culprit best
                     if worker.error is not None:
@@ -779,6 +779,8 @@ class _Spool:
             self._f.close()
         for worker in self._workers:
             worker.close()  # its thread ends on its own
+        if self._direct is not None:
+            self._direct.abandon()  # waits for a write in progress
         for path in (self.tmp, self.shadow):
             try:
                 os.unlink(path)
