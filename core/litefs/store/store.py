@@ -141,7 +141,10 @@ class Store:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except OSError as exc:
-                if exc.errno not in (errno.EWOULDBLOCK, errno.EACCES) or time.monotonic() >= deadline:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EACCES):
+                    os.close(fd)
+                    raise StoreError(f"cannot lock the data directory ({path}): {exc.strerror}") from exc
+                if time.monotonic() >= deadline:
                     os.close(fd)
                     raise StoreError(
                         f"data directory {self.data_dir} is in use by another litefs process "
