@@ -15,7 +15,8 @@ import pytest
 from litefs.ltx import Decoder, Encoder, Header, encode_ltx
 from litefs.ltx.errors import LTXError
 from litefs.ltx.header import FLAG_COMPRESS_LZ4
-from litefs.store.ltxwriter import LTXWriteError, LTXWriter, write_file_atomically
+from litefs.store.fsutil import write_file_atomically
+from litefs.store.ltxwriter import LTXWriteError, LTXWriter
 
 POST = (1 << 63) | 0x99
 

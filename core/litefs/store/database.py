@@ -48,7 +48,7 @@ from litefs.ltx import (
 from litefs.sqlite.errors import SQLiteFormatError
 from litefs.sqlite.header import DATABASE_HEADER_SIZE, DatabaseHeader
 from litefs.sqlite.journal import is_journal_header_valid, rollback_journal
-from litefs.store.fsutil import create_truncated, fsync_dir, remove_quietly
+from litefs.store.fsutil import TMP_SUFFIX, create_truncated, fsync_dir, remove_quietly
 from litefs.store.ltxwriter import LTXWriteError, LTXWriter
 from litefs.store.names import BACKING_NAMES, FileKind
 from litefs.store.spares import SparePool, is_spare
@@ -60,8 +60,6 @@ log = logging.getLogger("litefs.store")
 PERSIST_ZERO_HEADER = bytes(28)
 """What SQLite writes at offset 0 of a persistent journal to invalidate it (``zeroJournalHdr``)."""
 
-#: ``.tmp`` suffix of LTX files being written (LiteFS: ``<file>.tmp``).
-TMP_SUFFIX = ".tmp"
 #: Write buffer of a large commit's LTX file.
 _LTX_BUFFER = 64 * 1024
 #: Transactions up to this many pages are encoded in memory in one go (see _write_commit_ltx).

@@ -39,11 +39,9 @@ import threading
 from collections.abc import Callable
 
 from litefs.store import ltxwriter_process
-from litefs.store.fsutil import create_truncated, remove_quietly
 
 log = logging.getLogger("litefs.store")
 
-_TMP_SUFFIX = ".tmp"
 _CHILD = ltxwriter_process.__file__
 _FRAME = ltxwriter_process.FRAME
 _ACK = ltxwriter_process.ACK
@@ -54,29 +52,6 @@ _PIPE_SIZE = 1 << 20
 
 class LTXWriteError(OSError):
     """A background LTX write failed (the node must stop; recovery rebuilds the file from the WAL)."""
-
-
-def write_file_atomically(path: str, data: bytes | memoryview, *, datasync: bool = False) -> None:
-    """Write ``data`` to ``path`` through a temp file and a rename, so the file appears whole.
-
-    With ``datasync`` the temp file's data is made durable (fdatasync) before the rename; making the
-    rename itself durable (fsync of the directory) is the caller's business.
-    """
-    tmp = path + _TMP_SUFFIX
-    try:
-        fd = create_truncated(tmp)  # ltx/ is created on demand, not checked per commit
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            if datasync:
-                os.fdatasync(fd)
-        finally:
-            os.close(fd)
-        os.rename(tmp, path)
-    except BaseException:
-        remove_quietly(tmp)
-        raise
 
 
 class LTXWriter:
@@ -292,4 +267,4 @@ class LTXWriter:
                 log.debug("ltx writer: error callback failed", exc_info=True)
 
 
-__all__ = ["LTXWriteError", "LTXWriter", "write_file_atomically"]
+__all__ = ["LTXWriteError", "LTXWriter"]

@@ -1,7 +1,8 @@
 """The LTX writer's child process: turns framed (path, bytes) records from stdin into files.
 
 Run by :class:`litefs.store.ltxwriter.LTXWriter` as ``python -I -S <this file> <ack-fd>``, so it
-imports nothing but the standard library and starts in a few milliseconds. It has its own
+imports nothing but the standard library and ``fsutil.py`` beside it (loaded by path) and starts
+in a few milliseconds. It has its own
 interpreter and GIL: the system calls of writing a file (create, write, close, rename) no longer
 hand the parent's GIL back and forth with the event-loop thread, which is what the files cost the
 node when a thread of its own wrote them.
@@ -20,6 +21,7 @@ SIGTERM are ignored: a Ctrl-C to the terminal's process group must not cut the q
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import select
 import signal
@@ -31,33 +33,18 @@ BATCH_SECONDS = 0.005
 BATCH_FILES = 32
 FRAME = struct.Struct("<II")
 ACK = struct.Struct("<q")
-_TMP_SUFFIX = ".tmp"
 _READ_SIZE = 1 << 20
 
 
-def write_file(path: str, data: bytes) -> None:
-    """Temp file, write, rename: the file appears whole or not at all (not fsynced: see wal.py)."""
-    tmp = path + _TMP_SUFFIX
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
-    try:
-        fd = os.open(tmp, flags, 0o644)
-    except FileNotFoundError:
-        os.makedirs(os.path.dirname(tmp), exist_ok=True)
-        fd = os.open(tmp, flags, 0o644)
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-        finally:
-            os.close(fd)
-        os.rename(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+def _load_fsutil():
+    """``litefs.store.fsutil`` by path: importing the litefs package would cost this process the
+    node's whole import time (trio, pyfuse3, ...) for three small functions."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fsutil.py")
+    spec = importlib.util.spec_from_file_location("litefs_ltxwriter_fsutil", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 class Frames:
@@ -92,6 +79,7 @@ class Frames:
 
 
 def serve(inp: int, ack: int) -> None:
+    write_file_atomically = _load_fsutil().write_file_atomically
     frames = Frames()
     written = 0
     eof = False
@@ -114,7 +102,7 @@ def serve(inp: int, ack: int) -> None:
         frames.flush = False
         for path, data in pending:
             try:
-                write_file(path, data)
+                write_file_atomically(path, data)  # not fsynced: see litefs/store/wal.py
             except OSError as exc:
                 message = f"cannot write {path}: {exc}".encode()
                 os.write(ack, ACK.pack(-1) + struct.pack("<I", len(message)) + message)

@@ -76,8 +76,7 @@ from litefs.sqlite.wal import (
     scan_wal_transactions,
 )
 from litefs.store.aiosync import ASYNC_SYNC
-from litefs.store.fsutil import fsync_dir
-from litefs.store.ltxwriter import write_file_atomically
+from litefs.store.fsutil import fsync_dir, write_file_atomically
 
 if TYPE_CHECKING:
     from litefs.store.database import CommitResult, Database
