@@ -9,22 +9,10 @@ returns the free pages of every arena. Elsewhere than glibc it does nothing.
 from __future__ import annotations
 
 import ctypes
-import logging
 
-log = logging.getLogger("litefs")
+from litefs.libc import libc_function
 
-
-def _load_malloc_trim():  # pragma: no cover - depends on the platform
-    try:
-        fn = ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = [ctypes.c_size_t]
-    fn.restype = ctypes.c_int
-    return fn
-
-
-_malloc_trim = _load_malloc_trim()
+_malloc_trim = libc_function("malloc_trim", [ctypes.c_size_t])
 
 
 def release_free_memory() -> None:

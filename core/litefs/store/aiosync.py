@@ -22,6 +22,8 @@ import logging
 import os
 import platform
 
+from litefs.libc import libc_function
+
 log = logging.getLogger("litefs.store")
 
 _IOCB_CMD_FDSYNC = 3
@@ -86,15 +88,10 @@ class AsyncSync:
         if self._disabled:
             return False
         numbers = _SYSCALLS.get(platform.machine())
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            syscall = libc.syscall
-        except (OSError, AttributeError):
-            numbers = None
-        if numbers is None:
+        syscall = libc_function("syscall", None, ctypes.c_long) if numbers is not None else None
+        if syscall is None or numbers is None:
             self._disabled = True
             return False
-        syscall.restype = ctypes.c_long
         if syscall(numbers[0], _MAX_EVENTS, ctypes.byref(self._ctx)) != 0:
             log.info("asynchronous WAL sync unavailable (io_setup: %s)", os.strerror(ctypes.get_errno()))
             self._disabled = True

@@ -58,6 +58,7 @@ import os
 import time
 from typing import TYPE_CHECKING
 
+from litefs.libc import libc_function
 from litefs.ltx import (
     ChecksumTracker,
     Header,
@@ -135,18 +136,7 @@ def read_wal_page(fd: int, page_size: int, offset: int, pgno: int) -> bytes:
     return _pread_exact(fd, page_size, offset, f"WAL page {pgno}")
 
 
-def _load_syncfs():  # pragma: no cover - depends on the platform
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        fn = libc.syncfs
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = [ctypes.c_int]
-    fn.restype = ctypes.c_int
-    return fn
-
-
-_syncfs = _load_syncfs()
+_syncfs = libc_function("syncfs", [ctypes.c_int])
 
 
 class WALState:

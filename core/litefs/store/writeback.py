@@ -10,23 +10,17 @@ from __future__ import annotations
 
 import ctypes
 
+from litefs.libc import libc_function
+
 #: Bytes written between two writeback requests.
 WRITEBACK_EVERY = 16 << 20
 
 _SYNC_FILE_RANGE_WRITE = 2
 
 
-def _load_sync_file_range():  # pragma: no cover - depends on the platform
-    try:
-        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    fn.restype = ctypes.c_int
-    return fn
-
-
-_sync_file_range = _load_sync_file_range()
+_sync_file_range = libc_function(
+    "sync_file_range", [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+)
 
 
 class WritebackPacer:
