@@ -33,7 +33,6 @@ class DirectAppender:
     def __init__(self, path: str, buffer_size: int = BUFFER_SIZE) -> None:
         self.path = path
         self.size = 0
-        self.direct = True
         self._buf = mmap.mmap(-1, buffer_size)
         self._view = memoryview(self._buf)
         self._fill = 0
@@ -41,14 +40,16 @@ class DirectAppender:
         # descriptor must not be closed, and its number reused, under a pwrite.
         self._lock = threading.Lock()
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+        o_direct = getattr(os, "O_DIRECT", 0)
+        #: False when the file is written through the page cache after all.
+        self.direct = bool(o_direct)
         try:
-            self._fd = os.open(path, flags | getattr(os, "O_DIRECT", 0), 0o644)
+            self._fd = os.open(path, flags | o_direct, 0o644)
         except OSError as exc:
             if exc.errno != errno.EINVAL:
                 raise
             self._fd = os.open(path, flags, 0o644)
             self.direct = False
-        self.direct = self.direct and hasattr(os, "O_DIRECT")
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         with self._lock:

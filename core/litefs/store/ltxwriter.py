@@ -186,23 +186,24 @@ class LTXWriter:
                 self._start()
 
     def _start(self) -> None:
+        in_read, in_write = os.pipe2(os.O_CLOEXEC)
         ack_read, ack_write = os.pipe2(os.O_CLOEXEC)
         try:
             self._proc = subprocess.Popen(
                 [sys.executable, "-I", "-S", _CHILD, str(ack_write)],
-                stdin=subprocess.PIPE,
+                stdin=in_read,
                 stdout=subprocess.DEVNULL,  # errors come back on the ack pipe; stderr stays the node's
                 pass_fds=(ack_write, *self.inherit_fds),
                 start_new_session=True,  # a Ctrl-C to the node's process group does not reach it
             )
         except BaseException:
+            os.close(in_write)
             os.close(ack_read)
             raise
         finally:
+            os.close(in_read)
             os.close(ack_write)
-        assert self._proc.stdin is not None
-        self._input = os.dup(self._proc.stdin.fileno())
-        self._proc.stdin.close()
+        self._input = in_write
         try:
             fcntl.fcntl(self._input, _F_SETPIPE_SZ, _PIPE_SIZE)
         except OSError:
