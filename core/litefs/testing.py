@@ -170,6 +170,23 @@ class LiteFSNode:
             self.returncode = self.proc.returncode
         self.proc = None
 
+    def child_pids(self, script: str) -> list[int]:
+        """PIDs of the running node's child processes whose command line mentions ``script``
+        (``ltxwriter_process``, ``syncproc_process``)."""
+        assert self.proc is not None, "node not running"
+        pid = self.proc.pid
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            children = [int(p) for p in f.read().split()]
+        found = []
+        for child in children:
+            try:
+                with open(f"/proc/{child}/cmdline", "rb") as f:
+                    if script.encode() in f.read():
+                        found.append(child)
+            except FileNotFoundError:
+                pass
+        return found
+
     def __enter__(self) -> LiteFSNode:
         if self.proc is None:
             self.start()

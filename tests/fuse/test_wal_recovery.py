@@ -12,6 +12,7 @@ import pytest
 from litefs.ltx import Decoder
 from litefs.sqlite.wal import WALHeader, scan_wal_transactions
 from litefs.testing import LiteFSNode
+from litefs.testing_services import wait_until
 
 from .conftest import SQLConn, SQLError
 from .test_wal import assert_consistent, checksum_of, export_bytes, wal_path
@@ -146,8 +147,7 @@ def test_ltx_write_failure_exits_99_and_recovery_keeps_the_acknowledged_tx(wal_n
 def test_a_killed_ltx_writer_process_stops_the_node_and_loses_nothing(wal_node: LiteFSNode) -> None:
     """The node's LTX writer process dies: the node exits 99, the restart keeps every acknowledged row."""
     node = wal_node.start()
-    with open(f"/proc/{node.proc.pid}/task/{node.proc.pid}/children") as f:
-        (writer_pid,) = [int(pid) for pid in f.read().split()]
+    (writer_pid,) = node.child_pids("ltxwriter_process")
     c = SQLConn(node.path("db"), journal_mode="wal")
     c.execute("PRAGMA synchronous=FULL")
     c.execute("CREATE TABLE t (x)")
@@ -171,6 +171,42 @@ def test_a_killed_ltx_writer_process_stops_the_node_and_loses_nothing(wal_node: 
         rows = [row[0] for row in r.execute("SELECT x FROM t ORDER BY x")]
         assert rows[: len(acknowledged)] == acknowledged
         assert_consistent(node, r)
+
+
+def test_a_wal_syncer_process_killed_between_commits_only_ends_early_syncs(wal_node: LiteFSNode) -> None:
+    """The process that runs SQLite's early WAL fdatasyncs (store/syncproc.py) dies while no sync is
+    in flight: the node keeps running, syncs the plain way, and every acknowledged row survives a
+    restart. (One that dies with a sync in flight stops the node: tests/unit/test_syncproc.py and
+    test_wal_sync.py.)"""
+    node = wal_node.start()
+    if not node.child_pids("syncproc_process"):
+        pytest.skip("one CPU: the node uses Linux AIO, not the syncer process")
+    (syncer_pid,) = node.child_pids("syncproc_process")
+    c = SQLConn(node.path("db"), journal_mode="wal")
+    c.execute("PRAGMA synchronous=FULL")
+    c.execute("CREATE TABLE t (x)")
+    for i in range(20):
+        c.execute("INSERT INTO t VALUES (?)", [i])
+    os.kill(syncer_pid, 9)
+    wait_until(lambda: _state(syncer_pid) in ("Z", None), 10, "the syncer process to exit")
+    for i in range(20, 60):
+        c.execute("INSERT INTO t VALUES (?)", [i])
+    assert node.proc is not None and node.proc.poll() is None
+    assert "WAL syncer process lost" in node.log()
+    c.close()
+    node.stop()
+    node.start()
+    with SQLConn(node.path("db")) as r:
+        assert [row[0] for row in r.execute("SELECT x FROM t ORDER BY x")] == list(range(60))
+        assert_consistent(node, r)
+
+
+def _state(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return None
 
 
 @pytest.mark.parametrize("sync", ["FULL", "NORMAL"])

@@ -604,8 +604,8 @@ class LiteFSOperations(pyfuse3.Operations):
             self._sync_dirty_dirs()
         if h.kind is FileKind.DATABASE:
             h.db.sync_database(h.fd, datasync)
-        elif h.kind is FileKind.WAL and h.db.wal.sync_requested(datasync, h.fd):
-            return  # synced while the commit was captured (store/aiosync.py)
+        elif h.kind is FileKind.WAL:
+            h.db.wal.sync(datasync, h.fd)  # maybe started with the commit (store/syncproc.py)
         else:
             (os.fdatasync if datasync else os.fsync)(h.fd)
 

@@ -48,10 +48,12 @@ from litefs.ltx import (
 from litefs.sqlite.errors import SQLiteFormatError
 from litefs.sqlite.header import DATABASE_HEADER_SIZE, DatabaseHeader
 from litefs.sqlite.journal import is_journal_header_valid, rollback_journal
+from litefs.store.aiosync import ASYNC_SYNC
 from litefs.store.fsutil import TMP_SUFFIX, create_truncated, fsync_dir, remove_quietly
 from litefs.store.ltxwriter import LTXWriteError, LTXWriter
 from litefs.store.names import BACKING_NAMES, FileKind
 from litefs.store.spares import SparePool, is_spare
+from litefs.store.syncproc import EarlySync
 from litefs.store.wal import WALRecovery, WALState, read_wal_page
 from litefs.store.writeback import WritebackPacer
 
@@ -400,6 +402,9 @@ class Database:
         #: Writes the LTX files of WAL commits in the background (see litefs.store.ltxwriter);
         #: None writes them on the commit path.
         self.ltx_writer: LTXWriter | None = None
+        #: Starts SQLite's WAL fdatasync when a commit frame arrives (see litefs.store.syncproc);
+        #: the store sets its own, the default is Linux AIO.
+        self.early_sync: EarlySync = ASYNC_SYNC
         #: persist and truncate mode: the journal's length as the mount shows it after a commit
         #: zeroed its header (the backing file is longer); None when the backing file's size is
         #: shown (see write_journal).

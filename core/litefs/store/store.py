@@ -19,6 +19,7 @@ from litefs.events import PrimaryChangeEvent, TxEvent, init_event_json
 from litefs.store.database import CommitResult, Database, StoreError
 from litefs.store.ltxwriter import LTXWriter
 from litefs.store.names import is_valid_db_name
+from litefs.store.syncproc import ProcessSync, new_early_sync
 
 log = logging.getLogger("litefs.store")
 
@@ -94,6 +95,8 @@ class Store:
         self._dbs: dict[str, Database] = {}
         #: One child process per node writes the LTX files of WAL commits (litefs.store.ltxwriter).
         self.ltx_writer = LTXWriter()
+        #: Starts SQLite's WAL fdatasyncs early (litefs.store.syncproc): a child process, or AIO.
+        self.early_sync = new_early_sync()
         self._lock_fd = -1
         self._subscribers: set[Subscriber] = set()
         #: Called with every TxEvent after it is published (the node calls the plugin hook here).
@@ -106,6 +109,8 @@ class Store:
         os.makedirs(self.dbs_dir, exist_ok=True)
         self._lock(lock_timeout)
         self.ltx_writer.start()  # before the mount exists (see LTXWriter.start)
+        if isinstance(self.early_sync, ProcessSync):
+            self.early_sync.start()  # likewise
         legacy = os.path.join(self.data_dir, "id")
         if os.path.exists(legacy):  # LiteFS issue #361: node IDs are no longer persisted
             os.unlink(legacy)
@@ -121,6 +126,8 @@ class Store:
         for db in self._dbs.values():
             db.close()
         self.ltx_writer.close()
+        if isinstance(self.early_sync, ProcessSync):
+            self.early_sync.close()
         for sub in list(self._subscribers):
             sub.close()
         if self._lock_fd >= 0:
@@ -199,6 +206,7 @@ class Store:
         # primary's HALT lock for this database (its commits are then forwarded to the primary).
         db._writable = lambda: (self.is_primary and self.lease_valid()) or db.remote_halt is not None
         db.ltx_writer = self.ltx_writer
+        db.early_sync = self.early_sync
         return db
 
     def db(self, name: str) -> Database | None:

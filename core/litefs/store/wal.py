@@ -53,6 +53,7 @@ log of the same transaction:
 from __future__ import annotations
 
 import ctypes
+import errno
 import logging
 import os
 import time
@@ -76,7 +77,6 @@ from litefs.sqlite.wal import (
     WALTransaction,
     scan_wal_transactions,
 )
-from litefs.store.aiosync import ASYNC_SYNC
 from litefs.store.fsutil import fsync_dir, write_file_atomically
 
 if TYPE_CHECKING:
@@ -161,7 +161,7 @@ class WALState:
         #: LTX files written since the last sync (see the module docstring).
         self.unsynced: list[str] = []
         self._read_fd: int | None = None
-        #: True while SQLite fsyncs the WAL after each commit (synchronous=FULL); see store/aiosync.py.
+        #: True while SQLite fsyncs the WAL after each commit (synchronous=FULL); see store/syncproc.py.
         self.expect_sync = False
         self._commits_since_sync = 0
         self._sync_token: int | None = None
@@ -251,37 +251,52 @@ class WALState:
         if commit_field == b"\0\0\0\0" or len(commit_field) < 4:
             return n
         if self.expect_sync and self.db.forward_ltx is None:
-            self._sync_token = ASYNC_SYNC.submit(fd)  # SQLite's fsync follows: start it now
+            self._sync_token = self.db.early_sync.submit(fd)  # SQLite's fsync follows: start it now
         self._commit_through(fd, end)
         self._commits_since_sync += 1
         if self._commits_since_sync > 1:
             self.expect_sync = False  # a commit went by without an fsync: synchronous is not FULL
         return n
 
-    def sync_requested(self, datasync: bool, fd: int) -> bool:
-        """SQLite fsyncs the WAL through ``fd``: True if the asynchronous fdatasync started at the
-        commit frame covers it (nothing written since, and it succeeded); then the request needs
-        no sync. Raises OSError if that fdatasync (or a forgotten one of ``fd``) failed: a plain
-        fsync after a failed one would not report the lost write again."""
+    def sync(self, datasync: bool, fd: int) -> None:
+        """SQLite fsyncs the WAL through ``fd``: collect the early fdatasync started at the commit
+        frame if it covers the request (nothing written since), else sync now.
+
+        A failure is fatal (CommitError: the node exits 99). The commits since the last sync are
+        already LTX files, while SQLite, told the sync failed, does not publish them and writes its
+        next transaction over their frames: going on would let the LTX files and the database
+        diverge. A write-back error is also reported only once per open file, so a retry would
+        wrongly succeed. At the restart, recovery reconciles the WAL with the LTX files.
+        """
         if self._commits_since_sync:
             self.expect_sync = True
         self._commits_since_sync = 0
         token, self._sync_token = self._sync_token, None
+        early = self.db.early_sync
         result = None
         if token is not None:
             if datasync:
-                result = ASYNC_SYNC.wait(token)
+                result = early.wait(token)
             else:
-                ASYNC_SYNC.forget(token)  # a full fsync also wants the metadata: do it the plain way
-        failed = -result if result is not None and result < 0 else ASYNC_SYNC.take_failure(fd)
+                early.forget(token)  # a full fsync also wants the metadata: do it the plain way
+        failed = -result if result is not None and result < 0 else early.take_failure(fd)
+        if not failed and result != 0:
+            try:
+                (os.fdatasync if datasync else os.fsync)(fd)
+            except OSError as exc:
+                failed = exc.errno or errno.EIO
         if failed:
-            raise OSError(failed, f"{self.db.name}: syncing the WAL failed: {os.strerror(failed)}")
-        return result == 0
+            from litefs.store.database import CommitError
+
+            raise CommitError(
+                f"{self.db.name}: syncing the WAL failed: {os.strerror(failed)}; stopping so that "
+                "recovery at the restart reconciles the WAL with the LTX files"
+            )
 
     def _drop_sync(self) -> None:
         token, self._sync_token = self._sync_token, None
         if token is not None:
-            ASYNC_SYNC.forget(token)
+            self.db.early_sync.forget(token)
 
     def _header_written(self, fd: int) -> None:
         """A write touched the WAL header: a new WAL generation starts (or the header is torn)."""
