@@ -174,3 +174,44 @@ def test_a_file_larger_than_the_pipe_arrives_whole(tmp_path) -> None:
     assert (tmp_path / "big.ltx").read_bytes() == big
     assert (tmp_path / "small.ltx").read_bytes() == b"s"
     writer.close()
+
+
+def _wakeups(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("voluntary_ctxt_switches:"):
+                return int(line.split()[1])
+    raise AssertionError("no voluntary_ctxt_switches")
+
+
+def test_files_sent_while_a_batch_gathers_do_not_wake_the_writer(tmp_path) -> None:
+    """A pipe write to a process waiting on the pipe wakes it: one cross-CPU wakeup per commit. While
+    it gathers a batch the writer waits on its wake pipe instead, so 40 small files sent a
+    millisecond apart within one batch (a long window here) cost it a few wakeups, not 40."""
+    writer = LTXWriter(batch_seconds=30.0)
+    writer.start()
+    assert writer.pid is not None
+    writer.submit(str(tmp_path / "warmup.ltx"), b"w")
+    writer.drain()
+    before = _wakeups(writer.pid)
+    for i in range(40):
+        writer.submit(str(tmp_path / f"{i}.ltx"), b"x" * 100)
+        time.sleep(0.001)  # the pace of commits: the writer would be waiting for each one
+    writer.drain()
+    woken = _wakeups(writer.pid) - before
+    assert sorted(os.listdir(tmp_path)) == sorted(["warmup.ltx", *(f"{i}.ltx" for i in range(40))])
+    assert woken <= 5, f"the writer woke {woken} times for 40 files"
+    writer.close()
+
+
+def test_a_flush_wakes_a_gathering_writer_at_once(tmp_path) -> None:
+    """drain() pokes the wake pipe: it does not wait out the batch window (checked against a window
+    made long for the test, so the check does not depend on the host's speed)."""
+    writer = LTXWriter(batch_seconds=30.0)
+    writer.start()
+    writer.submit(str(tmp_path / "a.ltx"), b"a")
+    started = time.monotonic()
+    writer.drain()
+    assert time.monotonic() - started < 10
+    assert (tmp_path / "a.ltx").read_bytes() == b"a"
+    writer.close()
