@@ -481,8 +481,7 @@ class Node:
                 self.mount_dir,
                 mount_options(allow_other=self.config.fuse.allow_other, debug=self.config.fuse.debug),
             )
-            if fuse_session.install(spin_when=lambda: self.store.is_primary):
-                self.fs.after_reply = fuse_session.defer
+            fuse_session.install(spin_when=lambda: self.store.is_primary)
             self._mounted = True
             self._mounted_event.set()
             nursery.start_soon(self._fuse_main)

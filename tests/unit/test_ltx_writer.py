@@ -215,34 +215,3 @@ def test_a_flush_wakes_a_gathering_writer_at_once(tmp_path) -> None:
     assert time.monotonic() - started < 10
     assert (tmp_path / "a.ltx").read_bytes() == b"a"
     writer.close()
-
-
-def test_files_submitted_in_a_deferring_handler_are_sent_after_it_and_in_order(tmp_path) -> None:
-    """Inside a FUSE handler the pipe write waits for the reply (litefs.store.afterreply); the file
-    is served from memory meanwhile, and many deferred files go out in order, in few writes."""
-    from litefs.store.afterreply import deferring
-
-    writer = LTXWriter()
-    later: list = []
-    with deferring(later.append):
-        for i in range(700):  # more buffers than one writev takes
-            writer.submit(str(tmp_path / f"{i:04d}.ltx"), b"%d" % i)
-    assert len(later) == 1  # one send for the lot
-    assert writer.pending(str(tmp_path / "0000.ltx")) == b"0"
-    assert not os.listdir(tmp_path)
-    later[0]()
-    writer.drain()
-    assert sorted(os.listdir(tmp_path)) == [f"{i:04d}.ltx" for i in range(700)]
-    assert (tmp_path / "0699.ltx").read_bytes() == b"699"
-    writer.close()
-
-
-def test_drain_sends_deferred_files_first(tmp_path) -> None:
-    from litefs.store.afterreply import deferring
-
-    writer = LTXWriter()
-    with deferring(lambda work: None):  # the deferred send never runs: drain must not wait for it
-        writer.submit(str(tmp_path / "a.ltx"), b"a")
-    writer.drain()
-    assert (tmp_path / "a.ltx").read_bytes() == b"a"
-    writer.close()

@@ -47,7 +47,6 @@ from litefs.store import (
     filename,
     parse_filename,
 )
-from litefs.store.afterreply import deferring
 from litefs.store.fsutil import fsync_dir
 from litefs.store.names import LAG_FILENAME, PRIMARY_FILENAME
 
@@ -148,9 +147,6 @@ class LiteFSOperations(pyfuse3.Operations):
         #: The node's replica-side HALT locks (litefs.replication.halt.ReplicaHalts); None in tests
         #: that run the operations without a node.
         self.halts: Any = None
-        #: Where commit handlers leave work until their reply is sent (the session's ``defer``, set
-        #: by the node once the session runs it); None runs everything before the reply.
-        self.after_reply: Callable[[Callable[[], object]], None] | None = None
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -298,10 +294,7 @@ class LiteFSOperations(pyfuse3.Operations):
         """Run a store call that may commit. Under a remote HALT lock the commit waits for the
         primary (``/tx``), so it runs in a worker thread while the trio loop serves that request."""
         if db.forward_ltx is None or self.halts is None:
-            if self.after_reply is None:
-                return fn(*args)
-            with deferring(self.after_reply):  # see litefs.store.afterreply
-                return fn(*args)
+            return fn(*args)
         in_flight = self.halts.in_flight
         in_flight[db.name] = in_flight.get(db.name, 0) + 1
         try:

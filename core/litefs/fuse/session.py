@@ -26,11 +26,8 @@ only while it is primary: on a replica the requests are reads (often a reader po
 and serving them in streaks delayed applying the primary's transactions (replication lag p50
 7.1 ms instead of 5.5 ms in ``bench/replication_bench.py``).
 
-Work left until after a reply (:func:`defer`, see :mod:`litefs.store.afterreply`) runs when the
-worker comes back here, that is once the reply is sent and before the next request is read.
-
 If the device cannot be identified (no single ``/dev/fuse`` descriptor in this process) nothing is
-replaced and pyfuse3 keeps its own wait; :func:`installed` then says False and nothing is deferred.
+replaced and pyfuse3 keeps its own wait.
 """
 
 from __future__ import annotations
@@ -52,7 +49,6 @@ _waiting = False
 _lot = trio.lowlevel.ParkingLot()
 _poller = select.poll()
 _fast_streak = 0
-_deferred: list[Callable[[], object]] = []
 
 #: How long a worker polls the device for the next request before parking on it.
 SPIN_SECONDS = 100e-6
@@ -104,31 +100,9 @@ def fuse_device_fd() -> int | None:
     return found[0] if len(found) == 1 else None
 
 
-def defer(work: Callable[[], object]) -> None:
-    """Run ``work`` (on the trio thread) after the current request's reply, before the next request."""
-    _deferred.append(work)
-
-
-def run_deferred() -> None:
-    """Run the deferred work, in order; a failure is logged (the reply is out already)."""
-    while _deferred:
-        work = _deferred.pop(0)
-        try:
-            work()
-        except Exception:
-            log.exception("fuse: work deferred after a reply failed")
-
-
-def installed() -> bool:
-    """True while :func:`_wait_readable` serves the session (and so runs deferred work)."""
-    return _fd is not None and not _terminated
-
-
 async def _wait_readable() -> bool:
     """True once the device is readable; False when the session is ending (pyfuse3's contract)."""
     global _waiting, _fast_streak
-    if _deferred:
-        run_deferred()
     while _waiting:
         await _lot.park()
     if _terminated or _fd is None:
@@ -171,9 +145,8 @@ def terminate() -> None:
     """End the session loop (instead of ``pyfuse3.terminate``, which it calls)."""
     global _terminated
     _terminated = True
-    run_deferred()
     _lot.unpark_all()
     pyfuse3.terminate()
 
 
-__all__ = ["defer", "fuse_device_fd", "install", "installed", "run_deferred", "terminate"]
+__all__ = ["fuse_device_fd", "install", "terminate"]

@@ -39,7 +39,6 @@ import threading
 from collections.abc import Callable
 
 from litefs.store import ltxwriter_process
-from litefs.store.afterreply import after_reply
 
 log = logging.getLogger("litefs.store")
 
@@ -52,8 +51,6 @@ _PIPE_SIZE = 1 << 20
 #: A file at least this large wakes the writer at once (see ltxwriter_process: it does not watch
 #: the pipe while it gathers a batch), so the pipe does not fill while it sleeps.
 _WAKE_BYTES = 64 << 10
-#: Buffers per writev (the kernel's limit is 1024).
-_MAX_IOV = 512
 
 
 class LTXWriteError(OSError):
@@ -80,9 +77,6 @@ class LTXWriter:
         self._proc: subprocess.Popen[bytes] | None = None
         self._input = -1
         self._wake = -1
-        #: Frames submitted and not written to the pipe yet (see submit), and whether they wake it.
-        self._unsent: list[bytes] = []
-        self._unsent_wake = False
         self._reader: threading.Thread | None = None
         #: Descriptors the writer process keeps open for as long as it runs (the data directory's
         #: lock, so a restarted node waits for a killed node's writer to finish).
@@ -113,22 +107,7 @@ class LTXWriter:
             self._order.append(path)
             self._submitted += 1
         encoded = path.encode()
-        with self._send_lock:
-            first = not self._unsent
-            self._unsent += (_FRAME.pack(len(encoded), len(data)) + encoded, data)
-            self._unsent_wake = self._unsent_wake or len(data) >= _WAKE_BYTES
-        if first:
-            # The pipe write can wait until SQLite has its answer (litefs.store.afterreply): the
-            # file is served from memory meanwhile, and several commits may share one write.
-            after_reply(self._send_unsent)
-
-    def _send_unsent(self, *more: bytes, wake: bool = False) -> None:
-        """Write the submitted frames not sent yet, then ``more``, to the process (any thread)."""
-        with self._send_lock:
-            parts, self._unsent = self._unsent, []
-            wake, self._unsent_wake = wake or self._unsent_wake, False
-            if parts or more:
-                self._send_locked(*parts, *more, wake=wake)
+        self._send(_FRAME.pack(len(encoded), len(data)) + encoded, data, wake=len(data) >= _WAKE_BYTES)
 
     def pending(self, path: str) -> bytes | None:
         """The content of ``path`` if it is submitted but not on disk yet."""
@@ -154,7 +133,7 @@ class LTXWriter:
             if self._acked == self._submitted:
                 return
             target = self._submitted
-        self._send_unsent(_FRAME.pack(0, 0), wake=True)  # a flush frame: write now, not after the batch
+        self._send(_FRAME.pack(0, 0), wake=True)  # a flush frame: write now, not after the batch
         with self._cond:
             while self._acked < target and self._error is None:
                 self._cond.wait()
@@ -186,30 +165,30 @@ class LTXWriter:
         if self._error is not None:
             raise LTXWriteError(f"writing an LTX file failed earlier: {self._error}") from self._error
 
-    def _send_locked(self, *parts: bytes, wake: bool = False) -> None:
-        """Write ``parts`` to the process in order (``_send_lock`` held)."""
-        try:
-            if self._proc is None:
-                self._start()
-            if wake:  # first: the writer then watches the pipe while this frame fills it
-                try:
-                    os.write(self._wake, b"w")
-                except BlockingIOError:
-                    pass  # full of wake-ups already: it wakes anyway
-            views = [memoryview(part) for part in parts]
-            while views:  # one writev per submit; a full pipe takes the rest later
-                written = os.writev(self._input, views[:_MAX_IOV])
-                while views and written >= len(views[0]):
-                    written -= len(views.pop(0))
-                if written:
-                    views[0] = views[0][written:]
-        except OSError as exc:  # the process is gone (its reader thread reports why)
-            with self._cond:
-                while self._error is None and self._reader is not None and self._reader.is_alive():
-                    self._cond.wait(1.0)
-                if self._error is None:
-                    self._fail(LTXWriteError(f"{self._name}: cannot send to the writer process: {exc}"))
-                self._raise_error()
+    def _send(self, *parts: bytes, wake: bool = False) -> None:
+        with self._send_lock:
+            try:
+                if self._proc is None:
+                    self._start()
+                if wake:  # first: the writer then watches the pipe while this frame fills it
+                    try:
+                        os.write(self._wake, b"w")
+                    except BlockingIOError:
+                        pass  # full of wake-ups already: it wakes anyway
+                views = [memoryview(part) for part in parts]
+                while views:  # one writev per submit; a full pipe takes the rest later
+                    written = os.writev(self._input, views)
+                    while views and written >= len(views[0]):
+                        written -= len(views.pop(0))
+                    if written:
+                        views[0] = views[0][written:]
+            except OSError as exc:  # the process is gone (its reader thread reports why)
+                with self._cond:
+                    while self._error is None and self._reader is not None and self._reader.is_alive():
+                        self._cond.wait(1.0)
+                    if self._error is None:
+                        self._fail(LTXWriteError(f"{self._name}: cannot send to the writer process: {exc}"))
+                    self._raise_error()
 
     def start(self) -> None:
         """Start the writer process now (otherwise the first :meth:`submit` does).

@@ -16,7 +16,6 @@ from typing import Any
 import trio
 
 from litefs.events import PrimaryChangeEvent, TxEvent, init_event_json
-from litefs.store.afterreply import after_reply
 from litefs.store.database import CommitResult, Database, StoreError
 from litefs.store.ltxwriter import LTXWriter
 from litefs.store.names import is_valid_db_name
@@ -249,10 +248,6 @@ class Store:
     # -- events --------------------------------------------------------------------------------
 
     def _on_commit(self, db: Database, result: CommitResult) -> None:
-        # The listeners hear of it once SQLite has its answer (litefs.store.afterreply).
-        after_reply(lambda: self._tell_listeners(db, result))
-
-    def _tell_listeners(self, db: Database, result: CommitResult) -> None:
         event = TxEvent(
             db=db.name,
             txid=result.txid,
