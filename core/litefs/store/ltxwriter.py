@@ -48,9 +48,6 @@ _ACK = ltxwriter_process.ACK
 _F_SETPIPE_SZ = 1031
 #: Room for a few hundred small LTX files in the pipe, so a busy writer rarely stalls the loop.
 _PIPE_SIZE = 1 << 20
-#: A file at least this large wakes the writer at once (see ltxwriter_process: it does not watch
-#: the pipe while it gathers a batch), so the pipe does not fill while it sleeps.
-_WAKE_BYTES = 64 << 10
 
 
 class LTXWriteError(OSError):
@@ -60,12 +57,8 @@ class LTXWriteError(OSError):
 class LTXWriter:
     """Writes submitted LTX files in order through a child process; see the module docstring."""
 
-    def __init__(
-        self, name: str = "ltx-writer", *, batch_seconds: float = ltxwriter_process.BATCH_SECONDS
-    ) -> None:
+    def __init__(self, name: str = "ltx-writer") -> None:
         self._name = name
-        #: How long the process gathers files before writing them (unless a flush or a large file).
-        self.batch_seconds = batch_seconds
         self._cond = threading.Condition()
         self._send_lock = threading.Lock()
         self._pending: dict[str, bytes] = {}
@@ -76,7 +69,6 @@ class LTXWriter:
         self._closed = False
         self._proc: subprocess.Popen[bytes] | None = None
         self._input = -1
-        self._wake = -1
         self._reader: threading.Thread | None = None
         #: Descriptors the writer process keeps open for as long as it runs (the data directory's
         #: lock, so a restarted node waits for a killed node's writer to finish).
@@ -107,7 +99,7 @@ class LTXWriter:
             self._order.append(path)
             self._submitted += 1
         encoded = path.encode()
-        self._send(_FRAME.pack(len(encoded), len(data)) + encoded, data, wake=len(data) >= _WAKE_BYTES)
+        self._send(_FRAME.pack(len(encoded), len(data)) + encoded, data)
 
     def pending(self, path: str) -> bytes | None:
         """The content of ``path`` if it is submitted but not on disk yet."""
@@ -133,7 +125,7 @@ class LTXWriter:
             if self._acked == self._submitted:
                 return
             target = self._submitted
-        self._send(_FRAME.pack(0, 0), wake=True)  # a flush frame: write now, not after the batch
+        self._send(_FRAME.pack(0, 0))  # a flush frame: write now instead of gathering a batch
         with self._cond:
             while self._acked < target and self._error is None:
                 self._cond.wait()
@@ -151,9 +143,6 @@ class LTXWriter:
             if self._input >= 0:
                 os.close(self._input)  # end of input: the process exits
                 self._input = -1
-            if self._wake >= 0:
-                os.close(self._wake)
-                self._wake = -1
         if self._reader is not None:
             self._reader.join()
             self._reader = None
@@ -165,16 +154,11 @@ class LTXWriter:
         if self._error is not None:
             raise LTXWriteError(f"writing an LTX file failed earlier: {self._error}") from self._error
 
-    def _send(self, *parts: bytes, wake: bool = False) -> None:
+    def _send(self, *parts: bytes) -> None:
         with self._send_lock:
             try:
                 if self._proc is None:
                     self._start()
-                if wake:  # first: the writer then watches the pipe while this frame fills it
-                    try:
-                        os.write(self._wake, b"w")
-                    except BlockingIOError:
-                        pass  # full of wake-ups already: it wakes anyway
                 views = [memoryview(part) for part in parts]
                 while views:  # one writev per submit; a full pipe takes the rest later
                     written = os.writev(self._input, views)
@@ -204,34 +188,22 @@ class LTXWriter:
     def _start(self) -> None:
         in_read, in_write = os.pipe2(os.O_CLOEXEC)
         ack_read, ack_write = os.pipe2(os.O_CLOEXEC)
-        wake_read, wake_write = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         try:
             self._proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-I",
-                    "-S",
-                    _CHILD,
-                    str(ack_write),
-                    str(wake_read),
-                    repr(self.batch_seconds),
-                ],
+                [sys.executable, "-I", "-S", _CHILD, str(ack_write)],
                 stdin=in_read,
                 stdout=subprocess.DEVNULL,  # errors come back on the ack pipe; stderr stays the node's
-                pass_fds=(ack_write, wake_read, *self.inherit_fds),
+                pass_fds=(ack_write, *self.inherit_fds),
                 start_new_session=True,  # a Ctrl-C to the node's process group does not reach it
             )
         except BaseException:
             os.close(in_write)
             os.close(ack_read)
-            os.close(wake_write)
             raise
         finally:
             os.close(in_read)
             os.close(ack_write)
-            os.close(wake_read)
         self._input = in_write
-        self._wake = wake_write
         try:
             fcntl.fcntl(self._input, _F_SETPIPE_SZ, _PIPE_SIZE)
         except OSError:

@@ -1,6 +1,6 @@
 """The LTX writer's child process: turns framed (path, bytes) records from stdin into files.
 
-Run by :class:`litefs.store.ltxwriter.LTXWriter` as ``python -I -S <this file> <ack-fd> <wake-fd> <batch-seconds>``, so it
+Run by :class:`litefs.store.ltxwriter.LTXWriter` as ``python -I -S <this file> <ack-fd>``, so it
 imports nothing but the standard library and ``fsutil.py`` beside it (loaded by path) and starts
 in a few milliseconds. It has its own
 interpreter and GIL: the system calls of writing a file (create, write, close, rename) no longer
@@ -13,11 +13,8 @@ path length 0 asks for everything received so far to be written and acknowledged
 Acknowledgements (the ack fd): ``<q`` the number of files written so far, after each batch. On a
 failure: ``<q`` -1, ``<I`` message length, the message; then the process exits with status 1.
 
-A batch is what arrives within BATCH_SECONDS of its first frame, or up to a flush frame. While a
-batch gathers, the process does not watch stdin: a pipe write to a process that waits on the pipe
-wakes it, which cost the node a cross-CPU wakeup per commit (~20 us of the commit path, measured).
-It waits on the wake pipe instead (``<wake-fd>``, the second argument), on which the node writes a
-byte after a flush frame or a large file; and on stdin too while a frame is only partly received. At the end of stdin -- the node closed it, or the node died -- everything received is
+A batch is what arrives within BATCH_SECONDS of its first frame (or BATCH_FILES frames, or a flush
+frame). At the end of stdin -- the node closed it, or the node died -- everything received is
 written before the process exits, so a SIGKILLed node still gets its submitted files. SIGINT and
 SIGTERM are ignored: a Ctrl-C to the terminal's process group must not cut the queue short.
 """
@@ -33,6 +30,7 @@ import sys
 import time
 
 BATCH_SECONDS = 0.005
+BATCH_FILES = 32
 FRAME = struct.Struct("<II")
 ACK = struct.Struct("<q")
 _READ_SIZE = 1 << 20
@@ -80,42 +78,26 @@ class Frames:
         self.pos = 0
 
 
-def serve(inp: int, ack: int, wake: int | None = None, batch_seconds: float = BATCH_SECONDS) -> None:
+def serve(inp: int, ack: int) -> None:
     write_file_atomically = _load_fsutil().write_file_atomically
     frames = Frames()
     written = 0
     eof = False
-    os.set_blocking(inp, False)
-
-    def read_available() -> bool:
-        """Append what stdin holds now to the frame buffer; True at its end."""
-        while True:
-            try:
-                chunk = os.read(inp, _READ_SIZE)
-            except BlockingIOError:
-                return False
-            if not chunk:
-                return True
-            frames.buf += chunk
-
     while not eof:
-        ready = select.select([inp] + ([wake] if wake is not None else []), [], [])[0]  # idle
-        if wake is not None and wake in ready and not os.read(wake, 4096):
-            wake = None  # the node closed it (it is stopping): stdin's end follows
-        eof = read_available()
+        chunk = os.read(inp, _READ_SIZE)
+        if not chunk:
+            eof = True
+        frames.buf += chunk
         pending = frames.take()
-        deadline = time.monotonic() + batch_seconds
-        while not eof and not frames.flush:
+        deadline = time.monotonic() + BATCH_SECONDS
+        while not eof and not frames.flush and len(pending) < BATCH_FILES:
             left = deadline - time.monotonic()
-            if left <= 0:
+            if left <= 0 or not select.select([inp], [], [], left)[0]:
                 break
-            watch = [wake] if wake is not None else []
-            if len(frames.buf) > frames.pos:
-                watch.append(inp)  # a frame is partly here: the node may wait for room in the pipe
-            ready = select.select(watch, [], [], left)[0]
-            if wake is not None and wake in ready and not os.read(wake, 4096):
-                wake = None  # the node closed it (it is stopping): stdin's end follows
-            eof = read_available()
+            chunk = os.read(inp, _READ_SIZE)
+            if not chunk:
+                eof = True
+            frames.buf += chunk
             pending += frames.take()
         frames.flush = False
         for path, data in pending:
@@ -133,10 +115,7 @@ def serve(inp: int, ack: int, wake: int | None = None, batch_seconds: float = BA
 def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    args = sys.argv[1:]
-    wake = int(args[1]) if len(args) > 1 else None
-    batch_seconds = float(args[2]) if len(args) > 2 else BATCH_SECONDS
-    serve(sys.stdin.fileno(), int(args[0]), wake, batch_seconds)
+    serve(sys.stdin.fileno(), int(sys.argv[1]))
 
 
 if __name__ == "__main__":
