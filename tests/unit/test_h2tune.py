@@ -28,3 +28,44 @@ def test_data_frame_repr_is_unchanged(data: bytes, pad: int) -> None:
     want = stock_repr(frame)
     assert frame._body_repr() == want
     assert repr(frame).endswith(want)
+
+
+def _frames_from(stream: bytes, split: int) -> list:
+    from h2.frame_buffer import FrameBuffer
+
+    buf = FrameBuffer(server=False)
+    buf.max_frame_size = 1 << 20
+    out = []
+    for start in range(0, len(stream), split):
+        buf.add_data(stream[start : start + split])
+        out.extend(list(buf))
+    return out
+
+
+@pytest.mark.parametrize("split", [1, 7, 9, 1000, 1 << 20])
+def test_data_frames_parse_the_same_from_the_patched_buffer(split: int) -> None:
+    """The patched FrameBuffer parses DATA frames from its own buffer: same frames, any split,
+    padded or not, mixed with other frame types."""
+    from hyperframe.frame import PingFrame, WindowUpdateFrame
+
+    h2tune.install()
+    frames = [DataFrame(1, data=b"a" * 5000), PingFrame(0, opaque_data=b"12345678")]
+    padded = DataFrame(3, data=b"xyz" * 100, flags=["PADDED", "END_STREAM"])
+    padded.pad_length = 17
+    frames += [padded, WindowUpdateFrame(0, window_increment=99), DataFrame(5, data=b"")]
+    stream = b"".join(f.serialize() for f in frames)
+    got = _frames_from(stream, split)
+    assert [type(f) for f in got] == [type(f) for f in frames]
+    assert [f.serialize() for f in got] == [f.serialize() for f in frames]
+
+
+def test_a_data_frame_too_large_is_still_refused() -> None:
+    from h2.exceptions import FrameTooLargeError
+    from h2.frame_buffer import FrameBuffer
+
+    h2tune.install()
+    buf = FrameBuffer(server=False)
+    buf.max_frame_size = 16384
+    buf.add_data(DataFrame(1, data=b"z" * 20000).serialize())
+    with pytest.raises(FrameTooLargeError):
+        list(buf)

@@ -292,3 +292,23 @@ def test_bytes_after_end_are_an_error() -> None:
     assert parser.ended
     with pytest.raises(ProtocolError, match="data after END frame at offset 4"):
         parser.next_event()
+
+
+def test_whole_chunks_are_views_into_the_fed_bytes() -> None:
+    """Chunks that arrive whole are cut out of the fed bytes without a copy; one split across two
+    feeds is assembled (and the parser goes back to views after it)."""
+    chunks = [b"a" * 1000, b"b" * 2000, b"c" * 3000]
+    stream = LTXFrameStart("db").encode() + b"".join(encode_chunk(c) for c in chunks) + CHUNK_END
+    head = len(LTXFrameStart("db").encode()) + 2 + 1000 + 2 + 100  # cuts the second chunk
+    first, second = stream[:head], stream[head:]
+    p = FrameParser()
+    p.feed(first)
+    events = list(p)
+    p.feed(second)
+    events += list(p)
+    data = [e.data for e in events if isinstance(e, LTXChunk)]
+    assert [bytes(d) for d in data] == chunks
+    assert isinstance(data[0], memoryview) and data[0].obj is first
+    assert isinstance(data[2], memoryview) and data[2].obj is second
+    assert isinstance(events[-1], LTXFrameEnd)
+    p.close()

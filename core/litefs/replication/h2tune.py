@@ -11,7 +11,11 @@ for two reasons measured here (``bench/replication_bench.py``):
   the (no-op) logger sees it, and hyperframe's repr hex-encodes the *whole* payload to show its first
   20 hex digits: two extra passes over every byte received.
 
-:func:`install` fixes both, within these limits:
+A third, smaller cost: h2 copies each DATA frame's payload twice on the way out of its receive
+buffer (a slice of the bytearray, then ``tobytes()`` of a view of that slice); the patched
+``FrameBuffer.__next__`` parses complete DATA frames from a view of the buffer itself (one copy).
+
+:func:`install` fixes all three, within these limits:
 
 * the frame size is raised only for requests that ask for it, with the request extension
   :data:`MAX_FRAME_EXTENSION` (the replica's ``/stream`` request); other httpx clients of the process
@@ -105,6 +109,50 @@ def _patch_httpcore() -> bool:
     return True
 
 
+def _patch_frame_buffer() -> bool:
+    """Parse DATA frames straight from h2's receive buffer (one copy of the payload, not two)."""
+    try:
+        from h2 import frame_buffer
+        from hyperframe.frame import Frame
+    except ImportError:
+        return False
+    cls = getattr(frame_buffer, "FrameBuffer", None)
+    orig = getattr(cls, "__next__", None)
+    if cls is None or orig is None:
+        return False
+    if getattr(orig, "_litefs_tuned", False):
+        return True
+    if not all(hasattr(cls, name) for name in ("_validate_frame_length", "_update_header_buffer")):
+        return False
+
+    def __next__(self: Any) -> Any:
+        data = getattr(self, "_data", None)
+        # Only a complete DATA frame (type 0) in a bytearray buffer; everything else the stock way.
+        if not isinstance(data, bytearray) or len(data) < 9 or data[3] != 0:
+            return orig(self)
+        length = (data[0] << 16) | (data[1] << 8) | data[2]
+        if len(data) < 9 + length:
+            return orig(self)
+        parsed = None
+        with memoryview(data) as view:
+            try:
+                frame, _ = Frame.parse_frame_header(view[:9])
+                self._validate_frame_length(length)
+                frame.parse_body(view[9 : 9 + length])  # DataFrame keeps a copy, not the view
+                parsed = frame
+            except Exception:
+                pass  # (the traceback, which references the view, is gone after this block)
+        if parsed is None:
+            return orig(self)  # the stock code raises h2's own error for this frame
+        del data[: 9 + length]
+        new_frame = self._update_header_buffer(parsed)
+        return new_frame if new_frame is not None else self.__next__()
+
+    __next__._litefs_tuned = True  # type: ignore[attr-defined]
+    cls.__next__ = __next__
+    return True
+
+
 def install() -> None:
     """Apply both patches once per process (idempotent)."""
     global _installed
@@ -115,6 +163,8 @@ def install() -> None:
         log.debug("h2tune: hyperframe frame repr not patched")
     if not _patch_httpcore():
         log.debug("h2tune: httpcore HTTP/2 frame size not patched")
+    if not _patch_frame_buffer():
+        log.debug("h2tune: h2 frame buffer not patched")
 
 
 __all__ = ["MAX_FRAME_EXTENSION", "STREAM_MAX_FRAME_SIZE", "install"]

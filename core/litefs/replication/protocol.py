@@ -144,9 +144,13 @@ class LTXFrameStart:
 
 @dataclass(frozen=True, slots=True)
 class LTXChunk:
-    """One wire chunk of the LTX file (never empty)."""
+    """One wire chunk of the LTX file (never empty).
 
-    data: bytes
+    From :class:`FrameParser`, ``data`` may be a read-only memoryview into the received bytes (no
+    copy); it stays valid as long as it is referenced.
+    """
+
+    data: bytes | memoryview
 
     def encode(self) -> bytes:
         return encode_chunk(self.data)
@@ -272,9 +276,13 @@ class FrameParser:
 
     def __init__(self) -> None:
         self._buf = bytearray()
-        self._base = 0  # stream offset of self._buf[0]
+        self._base = 0  # stream offset of self._buf[0] (or of self._view[self._vpos])
         self._state = _FRAMES
         self._error: ProtocolError | None = None
+        # The last fed bytes, while nothing else is buffered: whole chunks are cut out of them as
+        # memoryviews instead of being copied into and out of _buf (a snapshot is ~1 GB of chunks).
+        self._view: memoryview | None = None
+        self._vpos = 0
 
     @property
     def offset(self) -> int:
@@ -284,6 +292,7 @@ class FrameParser:
     @property
     def at_frame_boundary(self) -> bool:
         """True when no partial frame is buffered and no LTX file is open."""
+        self._spill()
         return self._state != _CHUNKS and not self._buf
 
     @property
@@ -292,10 +301,55 @@ class FrameParser:
         return self._state == _ENDED
 
     def feed(self, data: bytes) -> None:
-        """Add received bytes."""
+        """Add received bytes (kept by reference when nothing is buffered: do not modify them)."""
         if self._error is not None:
             raise self._error
-        self._buf += data
+        self._spill()
+        if data:
+            # Parsed in place; whatever is left unparsed is copied into _buf (see _spill).
+            self._view, self._vpos = memoryview(data).cast("B"), 0
+
+    def _spill(self) -> None:
+        """Move what is left of the fed view into _buf (a partial chunk or frame, or a frame)."""
+        view = self._view
+        if view is not None:
+            self._view = None
+            if self._vpos < len(view):
+                self._buf += view[self._vpos :]
+
+    def _top_up(self) -> None:
+        """_buf holds the start of a chunk: move from the view just the bytes that complete it."""
+        view = self._view
+        assert view is not None
+        buf = self._buf
+        while True:
+            want = 2 if len(buf) < 2 else 2 + ((buf[0] << 8) | buf[1])
+            take = min(want - len(buf), len(view) - self._vpos)
+            if take <= 0:
+                break
+            buf += view[self._vpos : self._vpos + take]
+            self._vpos += take
+        if self._vpos >= len(view):
+            self._view = None
+
+    def _next_view_chunk(self) -> Event | None:
+        """The next chunk cut out of the fed view; None (after spilling) when it is not all there."""
+        view, pos = self._view, self._vpos
+        assert view is not None
+        left = len(view) - pos
+        if left >= 2:
+            n = (view[pos] << 8) | view[pos + 1]  # u16, big-endian
+            if n == 0:
+                self._vpos = pos + 2
+                self._base += 2
+                self._state = _FRAMES
+                return LTXFrameEnd()
+            if left >= 2 + n:
+                self._vpos = pos + 2 + n
+                self._base += 2 + n
+                return LTXChunk(view[pos + 2 : pos + 2 + n])
+        self._spill()
+        return None
 
     def close(self) -> None:
         """Declare end of input; raise ProtocolError if a frame or LTX file was cut off.
@@ -304,6 +358,7 @@ class FrameParser:
         """
         if self._error is not None:
             raise self._error
+        self._spill()
         if self._state == _ENDED and self._buf:
             self._fail(f"data after END frame at offset {self._base}")
         if self._state == _CHUNKS:
@@ -319,6 +374,17 @@ class FrameParser:
         """Return the next complete event, or None if more data is needed."""
         if self._error is not None:
             raise self._error
+        view = self._view
+        if view is not None:
+            if self._vpos >= len(view):
+                self._view = None
+            elif self._state != _CHUNKS:
+                if self._buf or self._state == _ENDED:
+                    self._spill()  # a frame begun in _buf is parsed there; after END, all is wrong
+            elif self._buf:
+                self._top_up()  # complete the chunk begun in _buf, then go on in the view
+            else:
+                return self._next_view_chunk()
         if self._state == _CHUNKS:
             return self._next_chunk()
         if self._state == _ENDED:
@@ -352,12 +418,11 @@ class FrameParser:
         self._consume(2)
         return LTXChunk(self._consume(n))
 
-    def _name_at(self, at: int, what: str) -> tuple[str, int] | None:
-        """Validate the u32 length + name at buffer index `at`; (name, end index) or None if short.
+    def _name_at(self, buf: bytearray | memoryview, at: int, what: str) -> tuple[str, int] | None:
+        """Validate the u32 length + name at index `at` of `buf`; (name, end index) or None if short.
 
         The length is checked as soon as its 4 bytes are here, so garbage fails without waiting for data.
         """
-        buf = self._buf
         if len(buf) < at + 4:
             return None
         (n,) = _U32.unpack_from(buf, at)
@@ -368,7 +433,16 @@ class FrameParser:
         return _decode_name(bytes(buf[at + 4 : at + 4 + n]), self._base + at + 4, what), at + 4 + n
 
     def _next_frame(self) -> Event | None:
-        buf = self._buf
+        in_view = self._view is not None and not self._buf
+        if in_view:
+            event = self._parse_frame(self._view[self._vpos :])  # type: ignore[index]
+            if event is None:
+                self._spill()  # cut off: wait for the rest in _buf
+            return event
+        return self._parse_frame(self._buf)
+
+    def _parse_frame(self, buf: bytearray | memoryview) -> Event | None:
+        """The frame at the start of ``buf`` (_buf, or the rest of the view), consumed; None if cut off."""
         if len(buf) < 4:
             return None
         (raw_type,) = _U32.unpack_from(buf, 0)
@@ -386,22 +460,26 @@ class FrameParser:
                 return None
             event, end = HeartbeatFrame(_I64.unpack_from(buf, 4)[0]), 12
         elif ftype is FrameType.LTX:
-            if len(buf) < 12 or (got := self._name_at(12, "database name")) is None:
+            if len(buf) < 12 or (got := self._name_at(buf, 12, "database name")) is None:
                 return None
             event, end = LTXFrameStart(got[0], _U64.unpack_from(buf, 4)[0]), got[1]
         elif ftype is FrameType.HWM:
-            if len(buf) < 12 or (got := self._name_at(12, "database name")) is None:
+            if len(buf) < 12 or (got := self._name_at(buf, 12, "database name")) is None:
                 return None
             event, end = HWMFrame(got[0], _U64.unpack_from(buf, 4)[0]), got[1]
         elif ftype is FrameType.DROPDB:
-            if (got := self._name_at(4, "database name")) is None:
+            if (got := self._name_at(buf, 4, "database name")) is None:
                 return None
             event, end = DropDBFrame(got[0]), got[1]
         else:  # HANDOFF
-            if (got := self._name_at(4, "lease ID")) is None:
+            if (got := self._name_at(buf, 4, "lease ID")) is None:
                 return None
             event, end = HandoffFrame(got[0]), got[1]
-        self._consume(end)
+        if buf is self._buf:
+            self._consume(end)
+        else:
+            self._vpos += end
+            self._base += end
         if ftype is FrameType.LTX:
             self._state = _CHUNKS
         elif ftype is FrameType.END:

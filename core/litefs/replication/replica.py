@@ -311,8 +311,9 @@ class ReplicaClient:
             with trio.CancelScope() as snapshot_scope:
                 async for data in resp.aiter_raw():
                     parser.feed(data)
-                    # The wire chunks (<= 64 KiB) of one read go to the spool as one write.
-                    pending: list[bytes] = []
+                    # The wire chunks (<= 64 KiB, views into the received data) of one read go
+                    # to the spool together, uncopied.
+                    pending: list[bytes | memoryview] = []
                     for event in parser:
                         if isinstance(event, LTXChunk):
                             pending.append(event.data)
@@ -360,9 +361,10 @@ class ReplicaClient:
 
     @staticmethod
     async def _spool_write(
-        spool: _Spool, pending: list[bytes], scope: trio.CancelScope, timeout: float
+        spool: _Spool, pending: list[bytes | memoryview], scope: trio.CancelScope, timeout: float
     ) -> None:
-        spool.write(pending[0] if len(pending) == 1 else b"".join(pending))
+        for data in pending:
+            spool.write(data)
         pending.clear()
         if spool.backlogged:
             await spool.catch_up()
@@ -681,7 +683,7 @@ class _Spool:
             if worker.backlogged:
                 await worker.catch_up()
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         self.size += len(data)
         if self._workers:
             for worker in self._workers:
