@@ -69,3 +69,43 @@ def test_a_data_frame_too_large_is_still_refused() -> None:
     buf.add_data(DataFrame(1, data=b"z" * 20000).serialize())
     with pytest.raises(FrameTooLargeError):
         list(buf)
+
+
+def test_h2_hands_its_whole_outbound_buffer_over() -> None:
+    """data_to_send() returns everything queued (without copying it) and starts an empty buffer;
+    with an amount it behaves as before."""
+    import h2.config
+    import h2.connection
+
+    h2tune.install()
+    conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    first = conn.data_to_send()
+    assert bytes(first).startswith(b"PRI * HTTP/2.0")
+    assert conn.data_to_send() == b""
+    conn.ping(b"12345678")
+    part = conn.data_to_send(5)
+    rest = conn.data_to_send()
+    assert len(part) == 5 and len(part) + len(rest) == 17  # a PING frame: 9 + 8 bytes
+
+
+@pytest.mark.parametrize("max_length", [10, 100, 1000])
+def test_hypercorn_stream_buffer_pops_the_same_bytes(max_length: int) -> None:
+    import trio
+    from hypercorn.protocol.h2 import StreamBuffer
+    from hypercorn.trio.worker_context import EventWrapper
+
+    h2tune.install()
+
+    async def main() -> list[bytes]:
+        buf = StreamBuffer(EventWrapper)
+        await buf.push(b"".join(bytes([i]) * 10 for i in range(30)))  # 300 bytes
+        out = []
+        while data := await buf.pop(max_length):
+            out.append(bytes(data))
+        assert buf.complete is False and len(buf.buffer) == 0
+        return out
+
+    out = trio.run(main)
+    assert b"".join(out) == b"".join(bytes([i]) * 10 for i in range(30))
+    assert all(len(d) <= max_length for d in out)

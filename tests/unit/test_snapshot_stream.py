@@ -211,3 +211,55 @@ def test_snapshot_is_compressed_only_when_its_pages_shrink(
     assert dec.header.compressed is compressed
     pages = dict(dec.pages())
     assert dec.post_apply_pos == db.pos and len(pages) == db.page_count
+
+
+class _GapDecoder:
+    """A unit-test double for Decoder.snapshot_runs: a snapshot whose runs skip one page, as real
+    snapshots skip SQLite's lock page (which only databases past 1 GiB reach; the real thing is
+    tests/fuse/test_large_db.py)."""
+
+    def __init__(self, page_size: int, runs: list[tuple[int, list[bytes]]], commit: int) -> None:
+        from litefs.ltx import Header, Trailer
+        from litefs.ltx.checksum import page_checksum
+
+        self.header = Header(
+            flags=0,
+            page_size=page_size,
+            commit=commit,
+            min_txid=1,
+            max_txid=1,
+            timestamp=0,
+            pre_apply_checksum=0,
+            node_id=1,
+        )
+        self._runs = [
+            (first, pages, [page_checksum(first + i, p) for i, p in enumerate(pages)])
+            for first, pages in runs
+        ]
+        post = 0
+        for _, _, sums in self._runs:
+            for c in sums:
+                post ^= c
+        self.trailer = Trailer(post_apply_checksum=post | (1 << 63), file_checksum=0)
+
+    def snapshot_runs(self, batch: int = 256):
+        for first, pages, sums in self._runs:
+            yield first, [memoryview(p) for p in pages], sums
+
+
+def test_a_page_skipped_by_the_snapshot_is_written_as_zeros_and_the_size_is_exact(
+    tmp_path, monkeypatch
+) -> None:
+    from litefs.ltx import tracker
+
+    monkeypatch.setattr(tracker, "lock_pgno", lambda page_size: 3)  # page 3 plays the lock page
+    size = 4096
+    pages = {p: bytes([p]) * size for p in (1, 2, 4, 5)}
+    dec = _GapDecoder(size, [(1, [pages[1], pages[2]]), (4, [pages[4], pages[5]])], commit=5)
+    path = str(tmp_path / "shadow")
+    built = build_snapshot_file(dec, path)  # type: ignore[arg-type]
+    with open(path, "rb") as f:
+        data = f.read()
+    assert len(data) == 5 * size
+    assert data == pages[1] + pages[2] + bytes(size) + pages[4] + pages[5]
+    assert built.path == path

@@ -43,7 +43,7 @@ from litefs.ltx import (
     lock_pgno,
     peek_header,
 )
-from litefs.replication.mountlock import hold_locks, release_lock_fd, run_in_thread
+from litefs.replication.mountlock import hold_locks, release_lock_fd
 from litefs.replication.protocol import (
     CHUNK_END,
     DropDBFrame,
@@ -310,7 +310,8 @@ class ReplicaStream:
                 snap.start()
                 log.info("%s: sending snapshot at txid %016x to %s", db.name, snap.pos.txid, self.replica_id)
                 yield LTXFrameStart(db.name).encode()
-                while chunk := await run_in_thread(snap.next_wire_chunks):
+                ahead = _ReadAhead(snap.next_wire_chunks)
+                while chunk := await ahead.next():
                     if held is not None and held.released:
                         raise SnapshotError(f"snapshot {db.name}: not sent within {limit:g}s, aborted")
                     yield chunk
@@ -333,6 +334,44 @@ class _ReleasableLock:
                 return
             self.released = True
         release_lock_fd(self.fd)
+
+
+class _ReadAhead:
+    """Call ``produce`` in a worker thread one call ahead of the consumer, until it returns b"".
+
+    A snapshot piece is read and encoded (worker thread) and then sent (trio thread); one after the
+    other, each side waited for the other. Here the next piece is produced while the current one
+    is being sent. Calls never overlap. If the consumer stops, a call in flight finishes in the
+    background and its result is dropped (as with ``abandon_on_cancel``).
+    """
+
+    def __init__(self, produce: Callable[[], bytes]) -> None:
+        self._produce = produce
+        self._token = trio.lowlevel.current_trio_token()
+        self._pending = self._start()
+
+    def _start(self) -> tuple[trio.Event, list[Any]]:
+        done = trio.Event()
+        box: list[Any] = []
+        token = self._token
+
+        def deliver(outcome: Any) -> None:
+            box.append(outcome)
+            try:
+                token.run_sync_soon(done.set)
+            except trio.RunFinishedError:
+                pass  # the node is gone: nobody waits
+
+        trio.lowlevel.start_thread_soon(self._produce, deliver)
+        return done, box
+
+    async def next(self) -> bytes:
+        done, box = self._pending
+        await done.wait()
+        piece = box[0].unwrap()
+        if piece:
+            self._pending = self._start()
+        return piece
 
 
 async def _snapshot_watchdog(held: _ReleasableLock, limit: float, done: trio.Event) -> None:
