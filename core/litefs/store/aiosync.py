@@ -1,5 +1,9 @@
 """Start an ``fdatasync`` without waiting for it: Linux AIO's ``IOCB_CMD_FDSYNC``.
 
+With two CPUs or more the node uses :mod:`litefs.store.syncproc` instead (a child process that
+syncs on the idle CPU; AIO's kernel worker runs on the submitting CPU and preempts the event
+loop); this backend serves single-CPU hosts and is the default of a bare :class:`Database`.
+
 Under ``synchronous=FULL`` SQLite fsyncs the ``-wal`` file right after writing each commit frame.
 Through the mount that commit then costs, one after the other: the commit frame's write, which
 validates the transaction and builds its LTX file before it is answered, and the fsync request,
