@@ -109,3 +109,24 @@ def test_hypercorn_stream_buffer_pops_the_same_bytes(max_length: int) -> None:
     out = trio.run(main)
     assert b"".join(out) == b"".join(bytes([i]) * 10 for i in range(30))
     assert all(len(d) <= max_length for d in out)
+
+
+@pytest.mark.parametrize("end_stream", [False, True])
+def test_h2_writes_a_data_frame_exactly_as_hyperframe_serializes_it(end_stream: bool) -> None:
+    import h2.config
+    import h2.connection
+    from hyperframe.frame import Frame
+
+    h2tune.install()
+    conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    conn.send_headers(1, [(":method", "POST"), (":path", "/"), (":scheme", "http"), (":authority", "x")])
+    conn.data_to_send()
+    payload = bytes(range(256)) * 40
+    conn.send_data(1, payload, end_stream=end_stream)
+    wire = bytes(conn.data_to_send())
+    expected = DataFrame(1, data=payload, flags=["END_STREAM"] if end_stream else [])
+    assert wire == expected.serialize()
+    frame, length = Frame.parse_frame_header(memoryview(wire[:9]))
+    frame.parse_body(memoryview(wire[9 : 9 + length]))
+    assert frame.data == payload and ("END_STREAM" in frame.flags) == end_stream

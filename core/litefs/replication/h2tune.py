@@ -39,8 +39,10 @@ log = logging.getLogger("litefs.replication")
 
 #: httpx request extension: the largest DATA frame (bytes) this connection accepts from the server.
 MAX_FRAME_EXTENSION = "litefs_h2_max_frame_size"
-#: What the replica asks for: a snapshot is sent in ~1 MiB pieces (plus the 2-byte chunk headers).
-STREAM_MAX_FRAME_SIZE = 1 << 20
+#: What the replica asks for: a snapshot is sent in ~1 MiB pieces, which with their 2-byte chunk
+#: headers must fit one frame (else each piece goes out as a full frame and a 34-byte one, and
+#: hypercorn copies the first out of its buffer instead of handing the buffer over).
+STREAM_MAX_FRAME_SIZE = (1 << 20) + (64 << 10)
 #: HTTP/2's largest allowed SETTINGS_MAX_FRAME_SIZE (RFC 9113 6.5.2).
 _FRAME_SIZE_LIMIT = (1 << 24) - 1
 
@@ -154,26 +156,35 @@ def _patch_frame_buffer() -> bool:
 
 
 def _patch_send_copies() -> bool:
-    """Two copies fewer per DATA frame sent (the primary's side of a snapshot, and every request).
+    """Send each DATA payload with one copy in Python instead of four (the primary's side of a
+    snapshot, and every response).
 
-    * hypercorn's ``StreamBuffer.pop`` copied the payload out of its buffer twice (a slice of the
-      bytearray, then ``bytes()`` of it); when it takes the whole buffer (the usual case: the
-      frame size allows the ~1 MiB pieces a snapshot is sent in) it now hands the buffer over,
-      else it copies once;
+    * hypercorn's ``StreamBuffer.push`` copied each body piece into its bytearray, and ``pop``
+      copied it out twice (a slice, then ``bytes()``). An empty buffer now takes the piece itself,
+      and ``pop`` hands over the whole buffer when the frame can take it all (the usual case: a
+      snapshot piece fits one frame), else copies once;
+    * h2 serialized a DATA frame by joining padding and payload, then header and body, then
+      appending that to its outbound bytearray; an unpadded single DATA frame now appends its
+      header and payload directly;
     * h2's ``data_to_send()`` copied its whole outbound buffer into a new ``bytes``; it now hands the
       buffer over (a ``bytearray``: both callers, hypercorn and httpcore, only write it to a socket).
     """
     try:
         import h2.connection
         from hypercorn.protocol import h2 as hypercorn_h2
+        from hyperframe.frame import DataFrame
     except ImportError:
         return False
     conn_cls = h2.connection.H2Connection
     buffer_cls = getattr(hypercorn_h2, "StreamBuffer", None)
     low_water = getattr(hypercorn_h2, "BUFFER_LOW_WATER", None)
+    high_water = getattr(hypercorn_h2, "BUFFER_HIGH_WATER", None)
+    complete_error = getattr(hypercorn_h2, "BufferCompleteError", None)
     orig_send = getattr(conn_cls, "data_to_send", None)
+    orig_prepare = getattr(conn_cls, "_prepare_for_sending", None)
+    orig_push = getattr(buffer_cls, "push", None)
     orig_pop = getattr(buffer_cls, "pop", None)
-    if orig_send is None or orig_pop is None or low_water is None:
+    if None in (orig_send, orig_prepare, orig_push, orig_pop, low_water, high_water, complete_error):
         return False
     if getattr(orig_send, "_litefs_tuned", False):
         return True
@@ -185,10 +196,46 @@ def _patch_send_copies() -> bool:
         self._data_to_send = bytearray()
         return buf
 
+    def _prepare_for_sending(self: Any, frames: list[Any]) -> None:
+        frame = frames[0] if len(frames) == 1 else None
+        out = getattr(self, "_data_to_send", None)
+        if (
+            type(frame) is not DataFrame
+            or frame.pad_length
+            or "PADDED" in frame.flags
+            or not isinstance(frame.data, (bytes, bytearray))
+            or not isinstance(out, bytearray)
+        ):
+            return orig_prepare(self, frames)
+        data = frame.data
+        frame.data = b""
+        try:
+            header = bytearray(frame.serialize())  # hyperframe's own header, for an empty body
+        finally:
+            frame.data = data
+        frame.body_len = n = len(data)
+        header[0:3] = n.to_bytes(3, "big")
+        assert n <= self.max_outbound_frame_size
+        out += header
+        out += data
+        return None
+
+    async def push(self: Any, data: Any) -> None:
+        if self._complete:
+            raise complete_error()
+        if not self.buffer and type(data) is bytes:
+            self.buffer = data  # taken as it is: the next push or pop copies if it must
+        else:
+            if not isinstance(self.buffer, bytearray):
+                self.buffer = bytearray(self.buffer)
+            self.buffer.extend(data)
+        await self._is_empty.clear()
+        if len(self.buffer) >= high_water:
+            await self._paused.wait()
+            await self._paused.clear()
+
     async def pop(self: Any, max_length: int) -> Any:
         buf = self.buffer
-        if not isinstance(buf, bytearray):
-            return await orig_pop(self, max_length)
         length = min(len(buf), max_length)
         if length == len(buf):
             data: Any = buf
@@ -196,7 +243,11 @@ def _patch_send_copies() -> bool:
         else:
             with memoryview(buf) as view:
                 data = bytes(view[:length])
-            del buf[:length]
+                rest = bytearray(view[length:]) if not isinstance(buf, bytearray) else None
+            if rest is None:
+                del buf[:length]
+            else:
+                self.buffer = rest
         if len(data) < low_water:
             await self._paused.set()
         if len(self.buffer) == 0:
@@ -205,6 +256,8 @@ def _patch_send_copies() -> bool:
 
     data_to_send._litefs_tuned = True  # type: ignore[attr-defined]
     conn_cls.data_to_send = data_to_send
+    conn_cls._prepare_for_sending = _prepare_for_sending
+    buffer_cls.push = push
     buffer_cls.pop = pop
     return True
 
