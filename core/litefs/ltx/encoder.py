@@ -130,22 +130,19 @@ class Encoder:
                 f"page {first_pgno} out of order: pages must be strictly ascending (previous {self._last_pgno})"
             )
         view = memoryview(data)
+        crc, acc, snapshot = self._crc, self._db_acc, h.is_snapshot
         parts: list[bytes | memoryview] = []
         append = parts.append
         for i in range(n):
-            append((first_pgno + i).to_bytes(4, "big"))
-            append(view[i * size : (i + 1) * size])
-        out = b"".join(parts)
-        # The file checksum over the whole run in one call, then (for a snapshot) each page's
-        # checksum over its header and data, which lie side by side in ``out``: one CRC call per
-        # page instead of four.
-        self._crc = _go_iso(out, self._crc)
-        if h.is_snapshot:
-            acc, rec, records = self._db_acc, 4 + size, memoryview(out)
-            for o in range(0, len(out), rec):
-                acc ^= _go_iso(records[o : o + rec])
-            self._db_acc = acc
-        self._write(out)
+            pg = (first_pgno + i).to_bytes(4, "big")
+            page = view[i * size : (i + 1) * size]
+            crc = _go_iso(page, _go_iso(pg, crc))
+            if snapshot:
+                acc ^= _go_iso(page, _go_iso(pg))
+            append(pg)
+            append(page)
+        self._write(b"".join(parts))
+        self._crc, self._db_acc = crc, acc
         self._last_pgno = last
         self.page_count += n
 
