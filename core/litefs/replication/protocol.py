@@ -15,7 +15,7 @@ events. Malformed input raises ProtocolError naming the byte offset in the strea
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import ClassVar, NoReturn
@@ -332,25 +332,6 @@ class FrameParser:
         if self._vpos >= len(view):
             self._view = None
 
-    def _next_view_chunk(self) -> Event | None:
-        """The next chunk cut out of the fed view; None (after spilling) when it is not all there."""
-        view, pos = self._view, self._vpos
-        assert view is not None
-        left = len(view) - pos
-        if left >= 2:
-            n = (view[pos] << 8) | view[pos + 1]  # u16, big-endian
-            if n == 0:
-                self._vpos = pos + 2
-                self._base += 2
-                self._state = _FRAMES
-                return LTXFrameEnd()
-            if left >= 2 + n:
-                self._vpos = pos + 2 + n
-                self._base += 2 + n
-                return LTXChunk(view[pos + 2 : pos + 2 + n])
-        self._spill()
-        return None
-
     def close(self) -> None:
         """Declare end of input; raise ProtocolError if a frame or LTX file was cut off.
 
@@ -383,8 +364,6 @@ class FrameParser:
                     self._spill()  # a frame begun in _buf is parsed there; after END, all is wrong
             elif self._buf:
                 self._top_up()  # complete the chunk begun in _buf, then go on in the view
-            else:
-                return self._next_view_chunk()
         if self._state == _CHUNKS:
             return self._next_chunk()
         if self._state == _ENDED:
@@ -405,18 +384,42 @@ class FrameParser:
         return out
 
     def _next_chunk(self) -> Event | None:
-        buf = self._buf
+        return self._next_in(self._parse_chunk)
+
+    def _parse_chunk(self, buf: bytearray | memoryview) -> Event | None:
+        """The chunk at the start of ``buf``, consumed (from the view: a view, no copy); None if cut off."""
         if len(buf) < 2:
             return None
         (n,) = _U16.unpack_from(buf, 0)
         if n == 0:
-            self._consume(2)
+            self._advance(buf, 2)
             self._state = _FRAMES
             return LTXFrameEnd()
         if len(buf) < 2 + n:
             return None
-        self._consume(2)
-        return LTXChunk(self._consume(n))
+        if buf is self._buf:
+            self._consume(2)
+            return LTXChunk(self._consume(n))
+        chunk = LTXChunk(buf[2 : 2 + n])
+        self._advance(buf, 2 + n)
+        return chunk
+
+    def _next_in(self, parse: Callable[[bytearray | memoryview], Event | None]) -> Event | None:
+        """``parse`` the rest of the fed view while nothing is buffered, else _buf."""
+        if self._view is not None and not self._buf:
+            event = parse(self._view[self._vpos :])
+            if event is None:
+                self._spill()  # cut off: wait for the rest in _buf
+            return event
+        return parse(self._buf)
+
+    def _advance(self, buf: bytearray | memoryview, n: int) -> None:
+        """Consume ``n`` bytes of ``buf`` (_buf, or the rest of the view)."""
+        if buf is self._buf:
+            self._consume(n)
+        else:
+            self._vpos += n
+            self._base += n
 
     def _name_at(self, buf: bytearray | memoryview, at: int, what: str) -> tuple[str, int] | None:
         """Validate the u32 length + name at index `at` of `buf`; (name, end index) or None if short.
@@ -433,13 +436,7 @@ class FrameParser:
         return _decode_name(bytes(buf[at + 4 : at + 4 + n]), self._base + at + 4, what), at + 4 + n
 
     def _next_frame(self) -> Event | None:
-        in_view = self._view is not None and not self._buf
-        if in_view:
-            event = self._parse_frame(self._view[self._vpos :])  # type: ignore[index]
-            if event is None:
-                self._spill()  # cut off: wait for the rest in _buf
-            return event
-        return self._parse_frame(self._buf)
+        return self._next_in(self._parse_frame)
 
     def _parse_frame(self, buf: bytearray | memoryview) -> Event | None:
         """The frame at the start of ``buf`` (_buf, or the rest of the view), consumed; None if cut off."""
@@ -475,11 +472,7 @@ class FrameParser:
             if (got := self._name_at(buf, 4, "lease ID")) is None:
                 return None
             event, end = HandoffFrame(got[0]), got[1]
-        if buf is self._buf:
-            self._consume(end)
-        else:
-            self._vpos += end
-            self._base += end
+        self._advance(buf, end)
         if ftype is FrameType.LTX:
             self._state = _CHUNKS
         elif ftype is FrameType.END:

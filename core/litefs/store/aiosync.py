@@ -86,6 +86,12 @@ class AsyncSync:
         self._syscall = None
         self._numbers: tuple[int, int, int] | None = None
 
+    def start(self) -> None:
+        """Nothing to start: the AIO context is set up at the first :meth:`submit`."""
+
+    def close(self) -> None:
+        """Nothing to stop (one context per process, shared by every store)."""
+
     def _setup(self) -> bool:
         if self._ready:
             return True

@@ -54,13 +54,11 @@ class DirectAppender:
             self.direct = False
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        with self._lock:
-            if self._fd < 0:
-                raise ValueError(f"{self.path}: written after close")
-            self._write(memoryview(data))
+        """Append ``data``."""
+        self.write_many((data,))
 
     def write_many(self, parts: Sequence[bytes | bytearray | memoryview]) -> None:
-        """:meth:`write` each of ``parts`` in turn (the pages of a run: one lock, a tight loop)."""
+        """Append each of ``parts`` in turn (the pages of a run: one lock, a tight loop)."""
         with self._lock:
             if self._fd < 0:
                 raise ValueError(f"{self.path}: written after close")

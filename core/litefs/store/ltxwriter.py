@@ -34,11 +34,11 @@ import logging
 import os
 import struct
 import subprocess
-import sys
 import threading
 from collections.abc import Callable
 
 from litefs.store import ltxwriter_process
+from litefs.store.helperproc import start_helper
 
 log = logging.getLogger("litefs.store")
 
@@ -177,9 +177,7 @@ class LTXWriter:
     def start(self) -> None:
         """Start the writer process now (otherwise the first :meth:`submit` does).
 
-        Call it before the FUSE mount exists: the new process closes its inherited descriptors
-        before it runs, and closing one on our own mount would send a FUSE request to this process,
-        which waits for the new one to start -- a deadlock.
+        Call it before the FUSE mount exists (see :mod:`litefs.store.helperproc`).
         """
         with self._send_lock:
             if self._proc is None:
@@ -189,12 +187,9 @@ class LTXWriter:
         in_read, in_write = os.pipe2(os.O_CLOEXEC)
         ack_read, ack_write = os.pipe2(os.O_CLOEXEC)
         try:
-            self._proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", _CHILD, str(ack_write)],
-                stdin=in_read,
-                stdout=subprocess.DEVNULL,  # errors come back on the ack pipe; stderr stays the node's
-                pass_fds=(ack_write, *self.inherit_fds),
-                start_new_session=True,  # a Ctrl-C to the node's process group does not reach it
+            # Errors come back on the ack pipe.
+            self._proc = start_helper(
+                _CHILD, str(ack_write), pass_fds=(ack_write, *self.inherit_fds), stdin=in_read
             )
         except BaseException:
             os.close(in_write)

@@ -19,7 +19,7 @@ from litefs.events import PrimaryChangeEvent, TxEvent, init_event_json
 from litefs.store.database import CommitResult, Database, StoreError
 from litefs.store.ltxwriter import LTXWriter
 from litefs.store.names import is_valid_db_name
-from litefs.store.syncproc import ProcessSync, new_early_sync
+from litefs.store.syncproc import new_early_sync
 
 log = logging.getLogger("litefs.store")
 
@@ -109,8 +109,7 @@ class Store:
         os.makedirs(self.dbs_dir, exist_ok=True)
         self._lock(lock_timeout)
         self.ltx_writer.start()  # before the mount exists (see LTXWriter.start)
-        if isinstance(self.early_sync, ProcessSync):
-            self.early_sync.start()  # likewise
+        self.early_sync.start()  # likewise
         legacy = os.path.join(self.data_dir, "id")
         if os.path.exists(legacy):  # LiteFS issue #361: node IDs are no longer persisted
             os.unlink(legacy)
@@ -126,8 +125,7 @@ class Store:
         for db in self._dbs.values():
             db.close()
         self.ltx_writer.close()
-        if isinstance(self.early_sync, ProcessSync):
-            self.early_sync.close()
+        self.early_sync.close()
         for sub in list(self._subscribers):
             sub.close()
         if self._lock_fd >= 0:

@@ -30,11 +30,11 @@ import logging
 import os
 import socket
 import subprocess
-import sys
 from typing import Protocol
 
 from litefs.store import syncproc_process
 from litefs.store.aiosync import ASYNC_SYNC
+from litefs.store.helperproc import start_helper
 
 log = logging.getLogger("litefs.store")
 
@@ -46,7 +46,12 @@ MAX_IN_FLIGHT = 32
 
 
 class EarlySync(Protocol):
-    """What :mod:`litefs.store.wal` needs from an early-fdatasync backend."""
+    """What :mod:`litefs.store.wal` (submit ... take_failure) and the store (start, close) need from
+    an early-fdatasync backend."""
+
+    def start(self) -> None: ...
+
+    def close(self) -> None: ...
 
     def submit(self, fd: int) -> int | None: ...
 
@@ -82,13 +87,7 @@ class ProcessSync:
             return
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            self._proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", _CHILD, str(theirs.fileno())],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                pass_fds=(theirs.fileno(),),
-                start_new_session=True,  # a Ctrl-C to the node's process group does not reach it
-            )
+            self._proc = start_helper(_CHILD, str(theirs.fileno()), pass_fds=(theirs.fileno(),))
         except OSError as exc:
             log.info("WAL syncer process not started (%s): SQLite's fsyncs run the plain way", exc)
             ours.close()
@@ -202,7 +201,7 @@ class ProcessSync:
         self._unwanted.clear()
 
 
-def new_early_sync() -> EarlySync | ProcessSync:
+def new_early_sync() -> EarlySync:
     """The child process when this node may use two CPUs or more, else Linux AIO."""
     try:
         cpus = len(os.sched_getaffinity(0))
