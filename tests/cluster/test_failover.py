@@ -351,7 +351,8 @@ def test_demoted_wal_primary_discards_frames_the_new_primary_lacks(tmp_path: Pat
             a.proc.send_signal(signal.SIGCONT)
         wait_until(lambda: a.pos("db") == b.pos("db"), timeout=ttl * 2 + 10, what="a to converge to b")
         assert "checkpointed" in a.log()
-        assert "applied snapshot" in a.log()
+        # The position is visible a moment before the line is logged.
+        wait_until(lambda: "applied snapshot" in a.log(), what="a's snapshot log line")
         assert backing_wal_size(a) == 0
         assert conn.execute("SELECT group_concat(x) FROM t") == [["1,2"]]
         assert conn.execute("PRAGMA integrity_check") == [["ok"]]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import subprocess
+import sys
 
 import httpx
 import pytest
@@ -230,3 +232,44 @@ def test_open_reader_on_a_replica_sees_a_snapshot_without_reopening(
     assert reader.execute("SELECT sum(x), count(*) FROM t") == [[2001000, 2000]]
     assert reader.execute("PRAGMA page_size") == [[8192]]
     assert reader.execute("PRAGMA integrity_check") == [["ok"]]
+
+
+WRITER = r"""
+import sqlite3, sys, time
+conn = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=10)
+conn.execute("PRAGMA wal_autocheckpoint=20")
+end = time.monotonic() + float(sys.argv[2])
+while time.monotonic() < end:
+    conn.execute("INSERT INTO t VALUES (randomblob(3000))")
+"""
+
+
+def test_snapshot_of_a_wal_database_survives_checkpoints_while_it_streams(cluster: Cluster) -> None:
+    # A checkpoint copies WAL frames into the database file while pages are read for a snapshot.
+    # The primary holds SQLite's WAL read locks while a snapshot streams, so no checkpoint copies a
+    # frame meanwhile: a snapshot under steady writes with frequent automatic checkpoints completes
+    # on the first attempt, where it used to be aborted and retried for as long as the writes went on.
+    primary = cluster.primary()
+    conn = cluster.connect(primary.path("db"), journal_mode="wal")
+    conn.execute("CREATE TABLE t (x)")
+    conn.execute(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 10000) "
+        "INSERT INTO t SELECT randomblob(4000) FROM n"
+    )
+    conn.close()
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, primary.path("db"), "5"])
+    try:
+        replica = cluster.replica(start=False)
+        replica.start(wait=False)
+        wait_until(lambda: "applied snapshot" in replica.log(), timeout=60, what="the snapshot applied")
+    finally:
+        writer.wait(30)
+    assert writer.returncode == 0
+    wait_until(lambda: same_pos(primary, replica, "db"), timeout=30, what="the replica caught up")
+    assert "a checkpoint ran while" not in primary.log()
+    assert primary.log().count("sending snapshot") == 1
+    r = cluster.connect(replica.path("db"))
+    p = cluster.connect(primary.path("db"))
+    assert r.execute("SELECT count(*), sum(length(x)) FROM t") == p.execute(
+        "SELECT count(*), sum(length(x)) FROM t"
+    )

@@ -89,6 +89,34 @@ def unlock(fd: int) -> None:
         os.close(fd)
 
 
+#: SQLite's WAL read locks in ``-shm`` (unix VFS: byte 120 + lock index; READ0 is index 3).
+WAL_READ0_BYTE = 123
+WAL_READ1_BYTE = 124
+
+
+def lock_wal_checkpoints(db_path: str, timeout: float) -> int | None:
+    """Keep SQLite from checkpointing or restarting the WAL of ``db_path`` (a database in the mount).
+
+    Takes read locks on READ0 and READ1 of its ``-shm``, as a reader would, without mapping the file
+    or touching its content: copying frames into the database file needs READ0 exclusively, and a WAL
+    restart needs READ1 to READ4 exclusively, so until :func:`unlock` neither happens (a checkpoint
+    already copying is waited for). Readers and writers go on; SQLite readers never need those two
+    slots exclusively when others are free. Returns the descriptor holding the locks, or None when
+    there is no ``-shm`` (no connection has the database open in WAL mode). Blocking: worker thread.
+    """
+    try:
+        fd = os.open(db_path + "-shm", os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        deadline = time.monotonic() + timeout
+        _acquire(fd, fcntl.F_RDLCK, WAL_READ0_BYTE, 2, deadline)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 @asynccontextmanager
 async def sqlite_lock(path: str, *, exclusive: bool, timeout: float = 10.0) -> AsyncIterator[None]:
     """Hold SQLite's EXCLUSIVE (or SHARED) lock on a mounted database for the body of the block.

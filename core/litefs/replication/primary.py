@@ -32,7 +32,7 @@ import trio
 from quart import Response, request
 
 from litefs.events import LTXSentEvent, ReplicaPosition, TxEvent
-from litefs.fuse.locks import lock_shared
+from litefs.fuse.locks import LockTimeoutError, lock_shared, lock_wal_checkpoints
 from litefs.ltx import (
     EMPTY_DATABASE_CHECKSUM,
     FLAG_COMPRESS_LZ4,
@@ -57,6 +57,7 @@ from litefs.replication.protocol import (
     decode_pos_map,
     encode_chunk,
 )
+from litefs.replication.walindex import is_wal_database
 from litefs.sqlite.errors import SQLiteFormatError
 from litefs.store import Database, StoreError
 from litefs.store.database import SnapshotView
@@ -282,8 +283,9 @@ class ReplicaStream:
         SQLite's SHARED lock (taken through the mount) keeps rollback-mode writers out until the last
         page is read. WAL-mode writers do not need that lock, so the pages are read through a
         :class:`SnapshotView` captured at one position: commits after it append WAL frames the view
-        does not use, and a checkpoint or WAL restart meanwhile aborts the stream (the replica
-        reconnects for a fresh snapshot); the checksum is computed while encoding and
+        does not use, and SQLite's WAL read locks keep checkpoints from moving pages under it
+        (:class:`_SnapshotLocks`; where they cannot be had, a checkpoint aborts the stream and the
+        replica reconnects for a fresh snapshot); the checksum is computed while encoding and
         checked before the trailer goes out (a mismatch aborts the stream instead, and the replica
         reconnects for a fresh snapshot). Pages are read, checksummed and compressed a batch at a
         time in a worker thread; only about one batch is held in memory whatever the database size.
@@ -293,8 +295,8 @@ class ReplicaStream:
         limit = cfg.http.snapshot_timeout or cfg.data.retention
         lock = (
             hold_locks(
-                lambda: _ReleasableLock(lock_shared(os.path.join(self.node.mount_dir, db.name), 10.0)),
-                _ReleasableLock.release,
+                lambda: _SnapshotLocks.take(os.path.join(self.node.mount_dir, db.name), db.db_path, 10.0),
+                _SnapshotLocks.release,
             )
             if db.page_count
             else _as_async(contextlib.nullcontext())
@@ -307,6 +309,8 @@ class ReplicaStream:
                 # stream ends with an error at its next chunk.
                 self.node.nursery.start_soon(_snapshot_watchdog, held, limit, done)
             try:
+                if held is not None:
+                    snap.pinned = held.pinned
                 snap.start()
                 log.info("%s: sending snapshot at txid %016x to %s", db.name, snap.pos.txid, self.replica_id)
                 yield LTXFrameStart(db.name).encode()
@@ -320,13 +324,43 @@ class ReplicaStream:
                 done.set()
 
 
-class _ReleasableLock:
-    """SHARED lock fd that the stream or its watchdog may release, whichever comes first, once."""
+class _SnapshotLocks:
+    """What keeps a database's pages where a snapshot reads them, taken through the mount.
 
-    def __init__(self, fd: int) -> None:
+    SQLite's SHARED lock keeps rollback-journal writers out until the last page is read (as in
+    LiteFS). In WAL mode writers do not need that lock, and a checkpoint copying WAL frames into the
+    database file would change pages under the snapshot's view: so for a WAL database the primary
+    also holds two of SQLite's WAL read locks (:func:`lock_wal_checkpoints`), taken before the view is
+    captured. Commits go on, but no checkpoint copies a frame and the WAL is not restarted until the
+    snapshot is sent (:attr:`pinned`); without them, the first checkpoint aborted the snapshot, and
+    under steady writes a large snapshot was aborted on every retry. The stream or its watchdog
+    releases, once, without waiting for the FUSE loop.
+    """
+
+    def __init__(self, fd: int, wal_fd: int | None) -> None:
         self.fd = fd
+        self.wal_fd = wal_fd
         self.released = False
         self._mu = threading.Lock()
+
+    @classmethod
+    def take(cls, mount_path: str, backing_path: str, timeout: float) -> _SnapshotLocks:
+        """Blocking (worker thread): the SHARED lock, and the WAL read locks in WAL mode."""
+        fd = lock_shared(mount_path, timeout)
+        wal_fd = None
+        try:
+            if is_wal_database(backing_path):
+                wal_fd = lock_wal_checkpoints(mount_path, timeout)
+        except LockTimeoutError as exc:  # the snapshot goes on; a checkpoint meanwhile aborts it
+            log.warning("%s: snapshot without WAL read locks: %s", os.path.basename(mount_path), exc)
+        except BaseException:
+            release_lock_fd(fd)
+            raise
+        return cls(fd, wal_fd)
+
+    def pinned(self) -> bool:
+        """True while the WAL read locks keep the view's pages in place."""
+        return self.wal_fd is not None and not self.released
 
     def release(self) -> None:
         with self._mu:
@@ -334,6 +368,8 @@ class _ReleasableLock:
                 return
             self.released = True
         release_lock_fd(self.fd)
+        if self.wal_fd is not None:
+            release_lock_fd(self.wal_fd)
 
 
 class _ReadAhead:
@@ -374,7 +410,7 @@ class _ReadAhead:
         return piece
 
 
-async def _snapshot_watchdog(held: _ReleasableLock, limit: float, done: trio.Event) -> None:
+async def _snapshot_watchdog(held: _SnapshotLocks, limit: float, done: trio.Event) -> None:
     with trio.move_on_after(limit):
         await done.wait()
         return
@@ -436,6 +472,9 @@ class SnapshotEncoder:
         self._enc: Encoder | None = None
         self._pgno = 1
         self._done = False
+        #: True while something holds the view's pages in place (WAL read locks, see
+        #: _SnapshotLocks): no checkpoint or WAL restart can then change what the view reads.
+        self.pinned: Callable[[], bool] = lambda: False
 
     def start(self) -> None:
         self.view = view = self.db.snapshot_view()
@@ -497,7 +536,7 @@ class SnapshotEncoder:
             except (StoreError, OSError, SQLiteFormatError) as exc:
                 raise SnapshotError(f"snapshot {db.name}: {exc}") from exc
             enc.encode_pages(first, data)
-        if not view.still_valid():
+        if not self.pinned() and not view.still_valid():
             raise SnapshotError(f"snapshot {db.name}: a checkpoint ran while the pages were read")
         if self._pgno > commit:
             actual = enc.snapshot_checksum if commit else EMPTY_DATABASE_CHECKSUM
