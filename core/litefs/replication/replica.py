@@ -72,7 +72,7 @@ THREAD_APPLY_BYTES = 4 << 20
 VERIFY_BACKLOG = 8 << 20
 #: Stream over h2c, as LiteFS's Go client does. Out of the box httpcore's HTTP/2 was much slower than
 #: HTTP/1.1 here (16 KiB DATA frames, a hex dump of every frame received); h2tune fixes both, after
-#: which h2c moves a snapshot as fast as HTTP/1.1 did. HTTP/1.1 stays off: hypercorn's HTTP/1.1
+#: which h2c moves a snapshot faster than HTTP/1.1 (see the README). HTTP/1.1 stays off: hypercorn's HTTP/1.1
 #: protocol can raise BusyResourceError out of the server when a replica drops the stream during a
 #: handoff (it answers the cut request body while the stream response is still sending), which took
 #: the old primary down.
