@@ -45,6 +45,14 @@ def wait_until(cond: Callable[[], Any], timeout: float = 10.0, what: str = "cond
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last!r})")
 
 
+def insert_random_rows(conn: Any, rows: int, size: int) -> None:
+    """INSERT ``rows`` incompressible blobs of ``size`` bytes into table ``t`` in one statement."""
+    conn.execute(
+        f"WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {int(rows)}) "
+        f"INSERT INTO t SELECT randomblob({int(size)}) FROM n"
+    )
+
+
 def read(path: str) -> str:
     with open(path) as f:
         return f.read()

@@ -12,7 +12,7 @@ import pytest
 
 from litefs.testing import LiteFSNode
 
-from .conftest import Cluster, same_pos, wait_until
+from .conftest import Cluster, insert_random_rows, same_pos, wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.fuse]
 
@@ -156,10 +156,7 @@ def test_snapshot_slower_than_snapshot_timeout_is_abandoned_and_retried(cluster:
     conn = cluster.connect(primary.path("db"), journal_mode="delete")
     conn.execute("CREATE TABLE t (x)")
     # About 24 MB of incompressible rows: a snapshot that takes many reads to arrive.
-    conn.execute(
-        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 6000) "
-        "INSERT INTO t SELECT randomblob(4000) FROM n"
-    )
+    insert_random_rows(conn, 6000, 4000)
     conn.close()
 
     replica = cluster.replica(config={"http": {"snapshot-timeout": "1ms"}}, start=False)
@@ -192,10 +189,7 @@ def test_snapshot_timeout_aborts_a_slow_snapshot_and_frees_writers(cluster: Clus
     primary = cluster.primary(config={"http": {"snapshot-timeout": "1ms"}})
     conn = cluster.connect(primary.path("db"), journal_mode="delete")
     conn.execute("CREATE TABLE t (x)")
-    conn.execute(
-        "INSERT INTO t WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000) "
-        "SELECT randomblob(4000) FROM n"
-    )
+    insert_random_rows(conn, 2000, 4000)
     replica = cluster.replica(start=False)
     replica.start(wait=False)
     wait_until(lambda: "not sent within" in primary.log(), timeout=30, what="an aborted snapshot")
@@ -252,10 +246,7 @@ def test_snapshot_of_a_wal_database_survives_checkpoints_while_it_streams(cluste
     primary = cluster.primary()
     conn = cluster.connect(primary.path("db"), journal_mode="wal")
     conn.execute("CREATE TABLE t (x)")
-    conn.execute(
-        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 10000) "
-        "INSERT INTO t SELECT randomblob(4000) FROM n"
-    )
+    insert_random_rows(conn, 10000, 4000)
     conn.close()
     writer = subprocess.Popen([sys.executable, "-c", WRITER, primary.path("db"), "5"])
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 
-from .conftest import Cluster, SQLConn, same_pos, wait_until
+from .conftest import Cluster, SQLConn, insert_random_rows, same_pos, wait_until
 
 
 def test_wal_database_replicates_by_snapshot_and_incrementally(cluster: Cluster) -> None:
@@ -34,10 +34,7 @@ def test_snapshot_of_a_wal_database_while_the_primary_keeps_committing(cluster: 
     primary = cluster.primary()
     w = cluster.connect(primary.path("db"), journal_mode="wal")
     w.execute("CREATE TABLE t (x)")
-    w.execute(
-        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 500) "
-        "INSERT INTO t SELECT randomblob(3000) FROM n"
-    )
+    insert_random_rows(w, 500, 3000)
     stop = threading.Event()
     errors: list[BaseException] = []
 

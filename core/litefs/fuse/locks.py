@@ -89,9 +89,12 @@ def unlock(fd: int) -> None:
         os.close(fd)
 
 
-#: SQLite's WAL read locks in ``-shm`` (unix VFS: byte 120 + lock index; READ0 is index 3).
-WAL_READ0_BYTE = 123
-WAL_READ1_BYTE = 124
+#: First of SQLite's WAL lock bytes in ``-shm`` (unix VFS: 120 + lock index).
+WAL_LOCK_FIRST = 120
+#: WRITE, CKPT, RECOVER, READ0..READ4.
+WAL_LOCK_COUNT = 8
+#: READ0 (lock index 3); READ1 is the byte after it.
+WAL_READ0_BYTE = WAL_LOCK_FIRST + 3
 
 
 def lock_wal_checkpoints(db_path: str, timeout: float) -> int | None:

@@ -27,7 +27,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from litefs.fuse.locks import LockTimeoutError, lock_shared
+from litefs.fuse.locks import WAL_LOCK_COUNT, WAL_LOCK_FIRST, LockTimeoutError, lock_shared
 from litefs.replication.mountlock import hold_locks
 from litefs.sqlite.errors import SQLiteFormatError
 from litefs.sqlite.header import DatabaseHeader
@@ -42,10 +42,6 @@ from litefs.store import Database, FileKind
 
 log = logging.getLogger("litefs.replication")
 
-#: First of SQLite's WAL lock bytes in ``-shm`` (unix VFS: 120 + lock index).
-WAL_LOCK_FIRST = 120
-#: WRITE, CKPT, RECOVER, READ0..READ4.
-WAL_LOCK_COUNT = 8
 
 _FLOCK = struct.Struct("hhqqixxxx")  # struct flock: l_type, l_whence, l_start, l_len, l_pid
 
