@@ -75,3 +75,45 @@ def test_abandon_from_another_thread_waits_for_the_write_and_stops_it(tmp_path) 
     assert errors and "written after close" in str(errors[0])
     out.abandon()  # idempotent
     out.close()
+
+
+def test_a_failed_background_write_is_raised_by_the_next_call(tmp_path, monkeypatch) -> None:
+    real_pwrite = os.pwrite
+
+    def pwrite_disk_full(fd: int, data, offset: int) -> int:
+        if offset >= 65536:
+            raise OSError(28, "No space left on device")
+        return real_pwrite(fd, data, offset)
+
+    monkeypatch.setattr(os, "pwrite", pwrite_disk_full)
+    out = DirectAppender(str(tmp_path / "x.ltx"), buffer_size=65536)
+    with pytest.raises(OSError, match="No space left"):
+        for _ in range(10):  # the second full buffer fails in the writer thread; a later call says so
+            out.write(os.urandom(65536))
+        out.close()
+    out.abandon()
+
+
+def test_writes_overlap_the_device_write_and_keep_their_order(tmp_path, monkeypatch) -> None:
+    real_pwrite = os.pwrite
+    in_flight = threading.Event()
+    release = threading.Event()
+
+    def slow_pwrite(fd: int, data, offset: int) -> int:
+        in_flight.set()
+        release.wait(10)
+        return real_pwrite(fd, data, offset)
+
+    monkeypatch.setattr(os, "pwrite", slow_pwrite)
+    path = str(tmp_path / "x.ltx")
+    data = os.urandom(65536 * 3 + 100)
+    out = DirectAppender(path, buffer_size=65536)
+    out.write(data[: 65536 + 1])  # overflows the first buffer: handed to the writer thread
+    assert in_flight.wait(10)
+    out.write(data[65536 + 1 : 2 * 65536 - 1])  # into the second buffer while the first is written
+    assert out.length == 2 * 65536 - 1
+    release.set()
+    out.write(data[2 * 65536 - 1 :])
+    out.close()
+    with open(path, "rb") as f:
+        assert f.read() == data

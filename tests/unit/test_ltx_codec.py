@@ -252,6 +252,18 @@ def test_snapshot_runs_match_pages(compress: bool, batch: int) -> None:
     assert dec.trailer == decode(raw)[2] and dec.page_count == 300
 
 
+@pytest.mark.parametrize("batch", [1, 16])
+def test_snapshot_runs_name_a_page_out_of_place(batch: int) -> None:
+    pages = _pages(40, 512)
+    raw = bytearray(encode(Header(page_size=512, commit=40, max_txid=2), pages))
+    record = HEADER_SIZE + 20 * (512 + 4)  # page 21's record
+    raw[record : record + 4] = (7).to_bytes(4, "big")
+    dec = Decoder(io.BytesIO(bytes(raw)))
+    with pytest.raises(LTXError, match=f"snapshot page 7 at offset {record}: expected page 21"):
+        for _ in dec.snapshot_runs(batch):
+            pass
+
+
 @pytest.mark.parametrize("compress", [False, True])
 @pytest.mark.parametrize("damage", ["flip", "truncate"])
 def test_snapshot_runs_reject_damage(compress: bool, damage: str) -> None:

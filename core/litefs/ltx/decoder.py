@@ -7,7 +7,10 @@ read buffer, whatever the file size: decompression is asked for at most the byte
 from __future__ import annotations
 
 import os
+import struct
 from collections.abc import Iterator
+from functools import reduce
+from operator import xor
 from typing import BinaryIO
 
 import lz4.frame
@@ -18,6 +21,19 @@ from litefs.ltx.header import HEADER_SIZE, PAGE_HEADER_SIZE, TRAILER_SIZE, Heade
 from litefs.ltx.pos import Pos
 
 _READ_SIZE = 64 * 1024
+
+
+def _pgno_headers(buf: bytes, rec: int, n: int) -> bytearray:
+    """The 4-byte page headers of ``n`` records of ``rec`` bytes in ``buf``, concatenated."""
+    out = bytearray(n * PAGE_HEADER_SIZE)
+    for k in range(PAGE_HEADER_SIZE):
+        out[k::PAGE_HEADER_SIZE] = buf[k : n * rec : rec]
+    return out
+
+
+def _expected_pgnos(first: int, n: int) -> bytes:
+    """Page numbers ``first..first+n-1`` as consecutive big-endian 4-byte headers."""
+    return struct.pack(f">{n}I", *range(first, first + n))
 
 
 def _read_exact(f: BinaryIO, n: int) -> bytes:
@@ -269,17 +285,18 @@ class Decoder:
                 )
             crc = _go_iso(buf, crc)
             view = memoryview(buf)
-            pages: list[memoryview] = []
-            sums: list[int] = []
-            for i in range(n):
-                o = i * rec
-                got = int.from_bytes(view[o : o + PAGE_HEADER_SIZE], "big")
-                if got != pgno + i:
-                    raise LTXError(f"snapshot page {got} at {where} {offset + o}: expected page {pgno + i}")
-                c = _go_iso(view[o : o + rec])
-                acc ^= c
-                sums.append(CHECKSUM_FLAG | c)
-                pages.append(view[o + PAGE_HEADER_SIZE : o + rec])
+            starts = range(0, n * rec, rec)
+            # Every page header at once: the record headers, picked out with one strided slice per
+            # byte, must equal the page numbers pgno..pgno+n-1 (checked page by page only on a mismatch).
+            if _pgno_headers(buf, rec, n) != _expected_pgnos(pgno, n):
+                for i, o in enumerate(starts):
+                    got = int.from_bytes(view[o : o + PAGE_HEADER_SIZE], "big")
+                    if got != pgno + i:
+                        raise LTXError(f"snapshot page {got} at {where} {offset + o}: expected page {pgno + i}")
+            raw = [_go_iso(view[o : o + rec]) for o in starts]
+            acc = reduce(xor, raw, acc)
+            sums = [CHECKSUM_FLAG | c for c in raw]
+            pages = [view[o + PAGE_HEADER_SIZE : o + rec] for o in starts]
             self.page_count += n
             yield pgno, pages, sums
             pgno += n

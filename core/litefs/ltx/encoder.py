@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterable
+from functools import reduce
+from operator import xor
 from typing import BinaryIO
 
 import lz4.frame
 
 from litefs.ltx.checksum import CHECKSUM_FLAG, _go_iso, lock_pgno
 from litefs.ltx.errors import LTXError
-from litefs.ltx.header import Header, Trailer
+from litefs.ltx.header import PAGE_HEADER_SIZE, Header, Trailer
 
 _END_MARKER = b"\0\0\0\0"
 
@@ -130,19 +132,18 @@ class Encoder:
                 f"page {first_pgno} out of order: pages must be strictly ascending (previous {self._last_pgno})"
             )
         view = memoryview(data)
-        crc, acc, snapshot = self._crc, self._db_acc, h.is_snapshot
-        parts: list[bytes | memoryview] = []
-        append = parts.append
-        for i in range(n):
-            pg = (first_pgno + i).to_bytes(4, "big")
-            page = view[i * size : (i + 1) * size]
-            crc = _go_iso(page, _go_iso(pg, crc))
-            if snapshot:
-                acc ^= _go_iso(page, _go_iso(pg))
-            append(pg)
-            append(page)
-        self._write(b"".join(parts))
-        self._crc, self._db_acc = crc, acc
+        # The records (4-byte page number, page) are laid out once; the file checksum then takes
+        # them in one call and each page's checksum (a snapshot's) one call per record.
+        rec = size + PAGE_HEADER_SIZE
+        parts: list[bytes | memoryview] = [b""] * (2 * n)
+        parts[0::2] = [(first_pgno + i).to_bytes(4, "big") for i in range(n)]
+        parts[1::2] = [view[o : o + size] for o in range(0, n * size, size)]
+        records = b"".join(parts)
+        self._crc = _go_iso(records, self._crc)
+        if h.is_snapshot:
+            rv = memoryview(records)
+            self._db_acc = reduce(xor, [_go_iso(rv[o : o + rec]) for o in range(0, n * rec, rec)], self._db_acc)
+        self._write(records)
         self._last_pgno = last
         self.page_count += n
 

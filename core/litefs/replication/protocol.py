@@ -117,10 +117,10 @@ def decode_pos_map(data: bytes) -> dict[str, Pos]:
 
 def encode_chunk(data: bytes) -> bytes:
     """Encode data as chunks of at most 65535 bytes (without the end marker; empty data gives b"")."""
-    data = bytes(data)
-    parts = []
-    for start in range(0, len(data), MAX_CHUNK_SIZE):
-        piece = data[start : start + MAX_CHUNK_SIZE]
+    view = memoryview(data)
+    parts: list[bytes | memoryview] = []
+    for start in range(0, len(view), MAX_CHUNK_SIZE):
+        piece = view[start : start + MAX_CHUNK_SIZE]  # a view: the join below is the only copy
         parts.append(_U16.pack(len(piece)))
         parts.append(piece)
     return b"".join(parts)
