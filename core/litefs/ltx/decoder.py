@@ -292,7 +292,9 @@ class Decoder:
                 for i, o in enumerate(starts):
                     got = int.from_bytes(view[o : o + PAGE_HEADER_SIZE], "big")
                     if got != pgno + i:
-                        raise LTXError(f"snapshot page {got} at {where} {offset + o}: expected page {pgno + i}")
+                        raise LTXError(
+                            f"snapshot page {got} at {where} {offset + o}: expected page {pgno + i}"
+                        )
             raw = [_go_iso(view[o : o + rec]) for o in starts]
             acc = reduce(xor, raw, acc)
             sums = [CHECKSUM_FLAG | c for c in raw]

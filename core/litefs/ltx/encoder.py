@@ -142,7 +142,9 @@ class Encoder:
         self._crc = _go_iso(records, self._crc)
         if h.is_snapshot:
             rv = memoryview(records)
-            self._db_acc = reduce(xor, [_go_iso(rv[o : o + rec]) for o in range(0, n * rec, rec)], self._db_acc)
+            self._db_acc = reduce(
+                xor, [_go_iso(rv[o : o + rec]) for o in range(0, n * rec, rec)], self._db_acc
+            )
         self._write(records)
         self._last_pgno = last
         self.page_count += n
