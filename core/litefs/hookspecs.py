@@ -44,6 +44,7 @@ if TYPE_CHECKING:
         TxEvent,
     )
     from litefs.lease import LeaseContext, Leaser, PrimaryInfo
+    from litefs.ltx import Pos
 
 PROJECT = "litefs"
 ENTRY_POINT_GROUP = "litefs"
@@ -95,6 +96,12 @@ class NodeHandle(Protocol):
 
     def database_txid(self, name: str) -> int:
         """Current TXID of a database (0 if it does not exist)."""
+        ...
+
+    def database_position(self, name: str) -> tuple[Pos, int] | None:
+        """Current position of a database and the timestamp (ms) of its last transaction; ``None``
+        if it does not exist or has no transaction. Unlike the newest file in ``ltx/``, this is
+        always known: a replica keeps no LTX file of a snapshot it installed."""
         ...
 
     def lag_seconds(self) -> float:

@@ -145,6 +145,12 @@ class Node:
         db = self.store.db(name)
         return db.pos.txid if db is not None else 0
 
+    def database_position(self, name: str) -> tuple[Pos, int] | None:
+        db = self.store.db(name)
+        if db is None or not db.pos.txid:
+            return None
+        return db.pos, db.timestamp_ms
+
     def lag_seconds(self) -> float:
         """Seconds since the primary's last heartbeat or transaction (0 on the primary)."""
         if self.is_primary or not self.replica.primary_timestamp_ms:

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from litefs.store.snaprecord import SnapshotRecord
 from litefs.testing import LiteFSNode
 
 _FUSE_CONFTEST = Path(__file__).resolve().parent.parent / "fuse" / "conftest.py"
@@ -112,3 +113,11 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
 
 def same_pos(a: LiteFSNode, b: LiteFSNode, db: str) -> bool:
     return a.pos(db) == b.pos(db)
+
+
+def assert_snapshot_record(node: LiteFSNode, txid: int) -> None:
+    """The node installed a snapshot at ``txid`` and kept no LTX file, only the snapshot's record."""
+    assert node.ltx_files("db") == []
+    record = SnapshotRecord.from_bytes(Path(node.ltx_dir("db"), "snapshot.pos").read_bytes())
+    assert record.header.min_txid == 1 and record.txid == txid
+    assert node.pos("db") == f"{txid:016x}/{record.post_apply_checksum:016x}"

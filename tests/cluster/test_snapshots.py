@@ -12,7 +12,7 @@ import pytest
 
 from litefs.testing import LiteFSNode
 
-from .conftest import Cluster, insert_random_rows, same_pos, wait_until
+from .conftest import Cluster, assert_snapshot_record, insert_random_rows, same_pos, wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.fuse]
 
@@ -70,7 +70,9 @@ def test_late_join_with_snapshot(cluster: Cluster, mode: str) -> None:
 
     replica = cluster.replica()
     wait_until(lambda: same_pos(primary, replica, "db"), what="snapshot")
-    assert replica.ltx_files("db") == [f"{1:016x}-{n:016x}.ltx"]
+    # LiteFS keeps the snapshot as ltx/0000000000000001-<n>.ltx; the replica keeps only the
+    # database file and a record of the snapshot's position (litefs.store.snaprecord).
+    assert_snapshot_record(replica, n)
     assert total(cluster, replica) == 600
 
 
@@ -87,12 +89,17 @@ def test_rejoin_with_snapshot(cluster: Cluster, mode: str) -> None:
     replica.start()
     wait_until(lambda: same_pos(primary, replica, "db"), what="snapshot on rejoin")
     n = last_txid(mode, 3)
-    assert replica.ltx_files("db") == [f"{1:016x}-{n:016x}.ltx"]
+    assert_snapshot_record(replica, n)
     assert total(cluster, replica) == 600
 
-    # Incremental replication continues after the snapshot.
+    # Incremental replication continues after the snapshot, and a restart resumes from it.
     write_rows(cluster, primary, 400, mode=mode)
     wait_until(lambda: same_pos(primary, replica, "db"), what="incremental after snapshot")
+    assert replica.ltx_files("db") == [f"{n + 1:016x}-{n + 1:016x}.ltx"]
+    assert total(cluster, replica) == 1000
+    assert replica.stop() == 0
+    replica.start()
+    wait_until(lambda: same_pos(primary, replica, "db"), what="restart after snapshot")
     assert total(cluster, replica) == 1000
 
 
@@ -221,7 +228,7 @@ def test_open_reader_on_a_replica_sees_a_snapshot_without_reopening(
     with open(src, "rb") as f:
         httpx.post(primary.url + "/import", params={"name": "db"}, content=f, timeout=60).raise_for_status()
     wait_until(lambda: same_pos(primary, replica, "db"), what="snapshot")
-    assert replica.ltx_files("db") == [f"{1:016x}-{1:016x}.ltx"]
+    assert_snapshot_record(replica, 1)
     assert not [n for n in os.listdir(replica.ltx_dir("db")) if n.endswith(".tmp")]
     assert reader.execute("SELECT sum(x), count(*) FROM t") == [[2001000, 2000]]
     assert reader.execute("PRAGMA page_size") == [[8192]]

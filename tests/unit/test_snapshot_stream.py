@@ -10,11 +10,11 @@ import sqlite3
 
 import pytest
 
-from litefs.ltx import Decoder, LTXError, Pos
+from litefs.ltx import CHECKSUM_FLAG, Decoder, Encoder, LTXError, Pos, page_checksum
 from litefs.replication.primary import SEND_SIZE, SnapshotEncoder, SnapshotError
 from litefs.replication.replica import _ChunkWorker
 from litefs.store import FileKind
-from litefs.store.database import BuiltSnapshot, Database, StoreError, build_snapshot_file
+from litefs.store.database import BuiltSnapshot, Database, RecoveryError, StoreError, build_snapshot_file
 
 
 def make_db(tmp_path, rows: int = 3000) -> Database:
@@ -115,12 +115,12 @@ def test_install_snapshot_points_open_descriptors_at_the_new_file(tmp_path) -> N
         shadow = os.path.join(target.ltx_dir, ".incoming-x.db.tmp")
         w, built = feed(data, 1, shadow)
         assert w.error is None
-        ltx = target.ltx_path(1, source.pos.txid)
-        with open(ltx, "wb") as f:
-            f.write(data)
-        result = target.install_snapshot(built[0], ltx, notify=False)
-        assert result.kind == "snapshot" and target.pos == source.pos
+        result = target.install_snapshot(built[0], notify=False)
+        assert result.kind == "snapshot" and target.pos == source.pos and result.ltx_path == ""
         assert target.page_count == source.page_count and not os.path.exists(shadow)
+        # No LTX file is kept for the snapshot (the older ones went): a record of its position is.
+        assert target.ltx_files() == []
+        assert sorted(os.listdir(target.ltx_dir)) == ["snapshot.pos"]
         with open(source.db_path, "rb") as f:
             want = f.read()
         size = len(want)
@@ -160,30 +160,152 @@ def test_snapshot_view_read_pages_lays_wal_pages_over_the_file(tmp_path) -> None
         os.close(fd)
 
 
-def test_crash_between_snapshot_ltx_and_database_swap_recovers_to_the_snapshot(tmp_path) -> None:
+def _installing(tmp_path) -> tuple[Database, Database, BuiltSnapshot]:
+    """A replica's database (20 rows, three LTX files) and a built snapshot of another (300 rows)."""
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     source = make_db(tmp_path / "a", rows=300)
     data, _ = encode_all(source)
     target = make_db(tmp_path / "b", rows=20)
-    # Where a replica is when it dies after installing the snapshot's LTX file, before the rename of
-    # the database file built beside the old one.
+    for _ in range(2):
+        target.apply_ltx_file(_next_ltx(target))
     shadow = os.path.join(target.ltx_dir, ".incoming-x.db.tmp")
     w, built = feed(data, 1, shadow)
-    assert w.error is None and os.path.exists(shadow)
-    for _, _, old in target.ltx_files():
-        os.unlink(old)
-    with open(target.ltx_path(1, source.pos.txid), "wb") as f:
-        f.write(data)
+    assert w.error is None
+    return source, target, built[0]
+
+
+def _next_ltx(db: Database, pgno: int = 1, *, change: bool = False) -> str:
+    """The next TXID's LTX file for ``db``: page ``pgno`` rewritten, with one byte flipped if
+    ``change`` (the file is written, not applied)."""
+    page = bytearray(db.read_logical_page(pgno))
+    if change:
+        page[-pgno] ^= 0xFF  # a different byte per page: equal changes would cancel out in the XOR
+    pre = db.pos.post_apply_checksum
+    post = CHECKSUM_FLAG | (
+        (pre ^ page_checksum(pgno, db.read_logical_page(pgno)) ^ page_checksum(pgno, page)) & ~CHECKSUM_FLAG
+    )
+    header = db.next_tx_header(db.page_size, db.page_count, txid=db.pos.txid + 1)
+    path = db.ltx_path(header.min_txid, header.max_txid)
+    with open(path, "wb") as f:
+        enc = Encoder(f, header)
+        enc.encode_page(pgno, bytes(page))
+        enc.finish(post)
+    return path
+
+
+@pytest.mark.parametrize(
+    "crash", ["pending record", "database rename", "history removal", "record rename", None]
+)
+def test_a_snapshot_install_interrupted_anywhere_recovers_the_old_or_the_new_state(
+    tmp_path, monkeypatch, crash: str | None
+) -> None:
+    source, target, built = _installing(tmp_path)
+    old_pos, old_files = target.pos, target.ltx_files()
+    assert len(old_files) == 3
+    renames, unlinks = [], []
+    real_rename, real_unlink = os.rename, os.unlink
+
+    def rename(src, dst) -> None:  # noqa: ANN001
+        step = {0: "pending record", 1: "database rename", 2: "record rename"}[len(renames)]
+        renames.append(step)
+        if step == crash:
+            raise OSError(5, f"simulated crash at {step}")
+        real_rename(src, dst)
+
+    def unlink(path) -> None:  # noqa: ANN001
+        if str(path).endswith(".ltx") and crash == "history removal" and not unlinks:
+            unlinks.append(path)
+            raise OSError(5, "simulated crash at history removal")
+        real_unlink(path)
+
+    monkeypatch.setattr(os, "rename", rename)
+    monkeypatch.setattr(os, "unlink", unlink)
+    if crash is None:
+        target.install_snapshot(built, notify=False)
+    else:
+        with pytest.raises(OSError, match="simulated crash"):
+            target.install_snapshot(built, notify=False)
+    monkeypatch.undo()
     target.close()
 
     restarted = Database("db", target.path)
     restarted.recover()
-    assert restarted.pos == source.pos
+    restarted.verify()  # the position is the content's checksum, whichever state it is
+    names = sorted(os.listdir(restarted.ltx_dir))
+    assert not [n for n in names if n.endswith(".tmp") or n == "snapshot.pending"]
+    if crash in ("pending record", "database rename"):
+        assert restarted.pos == old_pos  # the old state, its history intact
+        assert restarted.ltx_files() == old_files and "snapshot.pos" not in names
+    else:
+        assert restarted.pos == source.pos  # the snapshot, installed
+        assert names == ["snapshot.pos"]
+        with open(source.db_path, "rb") as a, open(restarted.db_path, "rb") as b:
+            assert a.read() == b.read()
+
+
+def test_a_restarted_replica_resumes_from_its_snapshot_record_and_the_files_after_it(tmp_path) -> None:
+    source, target, built = _installing(tmp_path)
+    target.install_snapshot(built, notify=False)
+    target.close()
+    restarted = Database("db", target.path)
+    restarted.recover()
+    assert restarted.pos == source.pos and restarted.page_count == source.page_count
+    # Transactions applied after the snapshot: their newest LTX file decides from then on.
+    restarted.apply_ltx_file(_next_ltx(restarted))
+    restarted.apply_ltx_file(_next_ltx(restarted))
+    after = restarted.pos
+    assert after.txid == source.pos.txid + 2
+    restarted.close()
+    again = Database("db", target.path)
+    again.recover()
+    assert again.pos == after
+    again.verify()
+
+
+def test_transactions_after_a_snapshot_are_reapplied_when_the_content_fell_back_to_it(tmp_path) -> None:
+    # A power cut may lose the writes of applied transactions while their LTX files survive: the
+    # content is then the snapshot's state, and every file after it is applied again.
+    source, target, built = _installing(tmp_path)
+    target.install_snapshot(built, notify=False)
+    with open(target.db_path, "rb") as f:
+        snapshot_content = f.read()
+    target.apply_ltx_file(_next_ltx(target, 2, change=True))
+    target.apply_ltx_file(_next_ltx(target, 3, change=True))
+    after = target.pos
+    target.close()
+    with open(target.db_path, "wb") as f:
+        f.write(snapshot_content)
+    restarted = Database("db", target.path)
+    restarted.recover()
     restarted.verify()
-    with open(source.db_path, "rb") as a, open(restarted.db_path, "rb") as b:
-        assert a.read() == b.read()
-    assert not [n for n in os.listdir(restarted.ltx_dir) if n.endswith(".tmp")]
+    assert restarted.pos == after and after.txid == source.pos.txid + 2
+
+
+def test_a_snapshot_record_that_does_not_match_the_database_file_stops_recovery(tmp_path) -> None:
+    source, target, built = _installing(tmp_path)
+    target.install_snapshot(built, notify=False)
+    target.close()
+    with open(target.db_path, "r+b") as f:
+        f.seek(5000)
+        f.write(b"changed behind litefs")
+    restarted = Database("db", target.path)
+    with pytest.raises(RecoveryError, match=r"is not the snapshot at TXID .* recorded in .*snapshot\.pos"):
+        restarted.recover()
+
+
+def test_an_unreadable_snapshot_record_is_dropped_with_a_warning(tmp_path, caplog) -> None:
+    source, target, built = _installing(tmp_path)
+    target.install_snapshot(built, notify=False)
+    target.close()
+    with open(target.snapshot_record_path, "r+b") as f:
+        f.seek(110)
+        f.write(b"\xff")
+    restarted = Database("db", target.path)
+    restarted.recover()  # the position is unknown now: a replica gets a new snapshot
+    assert restarted.pos == Pos(0, 0)
+    assert "checksum mismatch (torn or foreign file)" in caplog.text
+    assert not os.path.exists(target.snapshot_record_path)
 
 
 def _db_of(tmp_path, value_sql: str, rows: int = 400) -> Database:

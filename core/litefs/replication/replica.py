@@ -10,7 +10,8 @@
   lock taken through the mount (open readers never see half a transaction), then drop the kernel's
   cached pages so those readers see the new data without reopening. A snapshot is decoded, checked
   and written into a new database file by a thread while it arrives; under the lock that file only
-  replaces the old one (:meth:`Database.install_snapshot`);
+  replaces the old one (:meth:`Database.install_snapshot`). The snapshot's LTX file is not kept, a
+  small record of its position is (:mod:`litefs.store.snaprecord`);
 * READY marks the node ready; HEARTBEAT and applied LTX timestamps feed ``.lag``;
 * any error, EOF or END: wait ``lease.reconnect-delay`` and connect again. A position mismatch is such
   an error: on reconnect the primary notices and sends a snapshot.
@@ -57,7 +58,6 @@ from litefs.replication.walindex import is_wal_database, rewrite_shm, wal_apply_
 from litefs.sqlite.errors import SQLiteFormatError
 from litefs.store import CommitResult, Database, FileKind, StoreError
 from litefs.store.database import BuiltSnapshot, build_snapshot_file
-from litefs.store.directio import DirectAppender
 from litefs.store.fsutil import fsync_dir
 
 if TYPE_CHECKING:
@@ -397,13 +397,13 @@ class ReplicaClient:
                     raise PositionMismatchError(
                         f"position mismatch on db {db.name!r}: {db.pos} <> {expected}"
                     )
-            path = spool.install(header)
+            path = spool.install(header) if spool.built is None else ""
         except BaseException:
             spool.discard()
             raise
         received = time.perf_counter()
         if spool.built is not None:
-            await self._install_snapshot(db, spool.built, path, header)
+            await self._install_snapshot(db, spool, header)
         else:
             await self._apply_file(db, path, header)
         self.applied += 1
@@ -445,17 +445,26 @@ class ReplicaClient:
 
         await self._locked_for_apply(db, header, apply)
 
-    async def _install_snapshot(self, db: Database, built: BuiltSnapshot, path: str, header: Header) -> None:
+    async def _install_snapshot(self, db: Database, spool: _Spool, header: Header) -> None:
         """Swap in a snapshot's database file, built while it arrived, under the same locks as an apply."""
+        built = spool.built
+        assert built is not None
 
         async def apply() -> None:
             try:
-                result = db.install_snapshot(built, path, notify=False)
+                result = db.install_snapshot(built, notify=False)
             except (StoreError, OSError) as exc:
-                raise ApplyError(f"install snapshot {os.path.basename(path)} on {db.name!r}: {exc}") from exc
+                spool.discard()
+                raise ApplyError(
+                    f"install snapshot at txid {header.max_txid:016x} on {db.name!r}: {exc}"
+                ) from exc
             db.notify_commit(result)
 
-        await self._locked_for_apply(db, header, apply)
+        try:
+            await self._locked_for_apply(db, header, apply)
+        except BaseException:
+            spool.discard()  # a lock timeout or cancellation: the built file is not used
+            raise
 
     async def _locked_for_apply(
         self, db: Database, header: Header, apply: Callable[[], Awaitable[None]]
@@ -646,11 +655,10 @@ class _ChunkWorker:
 class _Spool:
     """One incoming LTX file, written to a temp file in the database's ``ltx/`` directory.
 
-    A snapshot is handled by two threads while it arrives: one writes the LTX file as received,
-    the other decodes and checks it and writes its pages into a new database file beside the live
-    one (:func:`build_snapshot_file`), so when the last chunk is in, all that is left is renaming
-    both into place. Small incremental files are verified after the last chunk, which costs less
-    than a thread.
+    A snapshot is decoded and checked by a thread while it arrives, which writes its pages into a
+    new database file beside the live one (:func:`build_snapshot_file`); its LTX file is not
+    written at all. When the last chunk is in, all that is left is renaming that file into place.
+    Small incremental files are verified after the last chunk, which costs less than a thread.
     """
 
     def __init__(self, db: Database) -> None:
@@ -671,7 +679,6 @@ class _Spool:
         self._header: Header | None = None
         self.built: BuiltSnapshot | None = None
         """A snapshot's database file, once :meth:`finish` returned."""
-        self._direct: DirectAppender | None = None
 
     @property
     def backlogged(self) -> bool:
@@ -701,35 +708,27 @@ class _Spool:
         head, self._head = self._head, None
         assert head is not None
         try:
-            snapshot = Header.from_bytes(head[:HEADER_SIZE], validate=False).is_snapshot
+            peeked = Header.from_bytes(head[:HEADER_SIZE], validate=False)
+            snapshot, commit = peeked.is_snapshot, peeked.commit
         except LTXError:
-            snapshot = False  # finish() reports the bad header
+            snapshot, commit = False, 0  # finish() reports the bad header
         self.is_snapshot = snapshot
-        if not snapshot:
+        if not snapshot or commit == 0:  # a dropped database's snapshot is applied as a file
             self._f.write(head)
             return
-        # The snapshot's LTX file bypasses the page cache (see litefs.store.directio).
-        self._direct = DirectAppender(self.tmp)
-        self._workers = [
-            _ChunkWorker("litefs-ltx-write", _QueueReader.drain, self._write_raw),
-            _ChunkWorker("litefs-ltx-build", self._build),
-        ]
+        # Only the database file is built: the replica keeps no LTX file of a snapshot, just a
+        # record of it (litefs.store.snaprecord).
+        self._f.close()
+        os.unlink(self.tmp)
+        self._workers = [_ChunkWorker("litefs-ltx-build", self._build)]
         for worker in self._workers:
             worker.feed(head)
-
-    def _write_raw(self, data: bytes) -> None:
-        """In the writer thread: append to the LTX temp file."""
-        assert self._direct is not None
-        self._direct.write(data)
 
     def _build(self, reader: _QueueReader) -> None:
         """In the builder thread: decode and check the snapshot, writing its pages to the shadow file."""
         dec = Decoder(reader)
         self._header = dec.header
-        if dec.header.commit == 0:
-            dec.verify()  # a dropped database: applied the ordinary way
-        else:
-            self.built = build_snapshot_file(dec, self.shadow, fsync=self.db.fsync_enabled)
+        self.built = build_snapshot_file(dec, self.shadow, fsync=self.db.fsync_enabled)
 
     async def finish(self) -> Header:
         """Close the temp file, make sure it is verified completely and return its header."""
@@ -742,8 +741,6 @@ class _Spool:
             for worker in self._workers:
                 await trio.to_thread.run_sync(worker.join)
             self._f.close()
-            if self._direct is not None and not any(w.error for w in self._workers):
-                await trio.to_thread.run_sync(self._direct.close)  # the last, partial block
             if self._workers:
                 for worker in reversed(self._workers):  # a decoding error names the culprit best
                     if worker.error is not None:
@@ -760,8 +757,12 @@ class _Spool:
         return header
 
     def install(self, header: Header) -> str:
-        """fsync and rename into ``ltx/<min>-<max>.ltx``; a snapshot replaces every other LTX file."""
+        """fsync and rename into ``ltx/<min>-<max>.ltx``; a snapshot replaces every other LTX file.
+
+        Not for a built snapshot (:attr:`built`), which has no LTX file: see Database.install_snapshot.
+        """
         db = self.db
+        assert self.built is None
         fd = os.open(self.tmp, os.O_RDONLY)
         try:
             os.fsync(fd)
@@ -769,9 +770,7 @@ class _Spool:
             os.close(fd)
         path = db.ltx_path(header.min_txid, header.max_txid)
         if header.is_snapshot:
-            for _, _, other in db.ltx_files():
-                if other != path:
-                    os.unlink(other)
+            db.remove_ltx_history(keep=path)
         os.rename(self.tmp, path)
         fsync_dir(db.ltx_dir)
         return path
@@ -781,8 +780,6 @@ class _Spool:
             self._f.close()
         for worker in self._workers:
             worker.close()  # its thread ends on its own
-        if self._direct is not None:
-            self._direct.abandon()  # waits for a write in progress
         for path in (self.tmp, self.shadow):
             try:
                 os.unlink(path)

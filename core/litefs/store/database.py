@@ -53,6 +53,15 @@ from litefs.store.directio import DirectAppender
 from litefs.store.fsutil import TMP_SUFFIX, create_truncated, fsync_dir, remove_quietly
 from litefs.store.ltxwriter import LTXWriteError, LTXWriter
 from litefs.store.names import BACKING_NAMES, FileKind
+from litefs.store.snaprecord import (
+    PENDING_NAME,
+    RECORD_NAME,
+    SnapshotRecord,
+    SnapshotRecordError,
+    read_record,
+    remove_records,
+    write_record,
+)
 from litefs.store.spares import SparePool, is_spare
 from litefs.store.syncproc import EarlySync
 from litefs.store.wal import WALRecovery, WALState, read_wal_page
@@ -396,6 +405,9 @@ class Database:
         self.write_stats = WriteStats()
         #: WAL mode: commit capture from the -wal file, committed page overlay (store/wal.py).
         self.wal = WALState(self)
+        #: At startup: the last snapshot's record when LTX files were applied after it (the content
+        #: may still be the snapshot's state after a power cut; see _ltx_files_past_content).
+        self._snapshot_base: SnapshotRecord | None = None
         #: Bumped whenever committed pages may move under a reader that works from a captured
         #: page map (a checkpoint writing or truncating the database file, a WAL restart): a
         #: snapshot built from a :class:`SnapshotView` taken before is retried.
@@ -448,6 +460,11 @@ class Database:
 
     def ltx_path(self, min_txid: int, max_txid: int) -> str:
         return os.path.join(self.ltx_dir, format_filename(min_txid, max_txid))
+
+    @property
+    def snapshot_record_path(self) -> str:
+        """Where a replica records the last snapshot it installed (see litefs.store.snaprecord)."""
+        return os.path.join(self.ltx_dir, RECORD_NAME)
 
     # -- files ---------------------------------------------------------------------------------
 
@@ -957,20 +974,32 @@ class Database:
             )
         return self._adopt(h, trailer.post_apply_checksum, path, kind, notify)
 
-    def install_snapshot(self, built: BuiltSnapshot, ltx_path: str, *, notify: bool = True) -> CommitResult:
+    def install_snapshot(self, built: BuiltSnapshot, *, notify: bool = True) -> CommitResult:
         """Put a database file built from a snapshot in place of the live one; adopt its position.
 
-        ``ltx_path`` is the snapshot's LTX file, already in its final place and durable, so a crash
-        before the rename leaves startup recovery to re-apply it. The caller holds SQLite's locks
+        The snapshot's LTX file is not kept: a record of its header and checksum is
+        (:mod:`litefs.store.snaprecord`, which also explains the order below: a crash at any step
+        leaves the old state or the new one to startup recovery). The caller holds SQLite's locks
         (readers see the old database or the new one, never a mix) and drops the kernel's cached
         pages afterwards. Runs on the trio thread: the descriptors it re-points belong to the FUSE
         handlers, and none may be closed (and its number reused) meanwhile.
         """
         h = built.header
         self._ensure_dirs()
+        pending = os.path.join(self.ltx_dir, PENDING_NAME)
+        write_record(pending, SnapshotRecord(h, built.post_apply_checksum), fsync=self._fsync)
         os.rename(built.path, self.db_path)
         if self._fsync:
             fsync_dir(self.path)
+        # The history the snapshot replaced (a diverged former primary's included) goes before the
+        # record is put in place: a record is believed only when no LTX file is newer.
+        for _, _, path in self.ltx_files():
+            os.unlink(path)
+        if self._fsync:
+            fsync_dir(self.ltx_dir)
+        os.rename(pending, self.snapshot_record_path)
+        if self._fsync:
+            fsync_dir(self.ltx_dir)
         # Descriptors opened on the old file would go on reading it: each is pointed at the new
         # file with its access mode kept (dup2 swaps it atomically under a concurrent pread).
         fds = set(self._file_fds)
@@ -985,7 +1014,7 @@ class Database:
                 os.close(new)
         self.file_generation += 1
         self.tracker = built.tracker
-        return self._adopt(h, built.post_apply_checksum, ltx_path, "snapshot", notify)
+        return self._adopt(h, built.post_apply_checksum, "", "snapshot", notify)
 
     def _adopt(self, h: Header, post_apply_checksum: int, path: str, kind: str, notify: bool) -> CommitResult:
         """After the database file was changed behind the kernel to the state after LTX ``h``: take
@@ -1038,7 +1067,7 @@ class Database:
             header = self.next_tx_header(page_size, commit, txid=txid)
             self._ensure_dirs()
             if txid == 1:
-                self._remove_ltx_files()
+                self.remove_ltx_history()
             path = self.ltx_path(txid, txid)
             tmp = path + TMP_SUFFIX
             try:
@@ -1072,9 +1101,12 @@ class Database:
         self.wal.removed()
         return self.apply_ltx_file(path, kind="import", notify=notify)
 
-    def _remove_ltx_files(self) -> None:
+    def remove_ltx_history(self, keep: str = "") -> None:
+        """Remove every LTX file but ``keep`` and any snapshot record: the history starts over."""
         for _, _, path in self.ltx_files():
-            os.unlink(path)
+            if path != keep:
+                os.unlink(path)
+        remove_records(self.ltx_dir)
 
     # -- export --------------------------------------------------------------------------------
 
@@ -1246,9 +1278,14 @@ class Database:
             if fname.endswith(TMP_SUFFIX):
                 os.unlink(os.path.join(self.ltx_dir, fname))
         self._recover_spares()
+        # A replica keeps a record of its last snapshot instead of the snapshot's LTX file.
+        record = self._recover_snapshot_records()
 
         # 3. The newest LTX file must be intact.
         files = self.ltx_files()
+        if files:
+            self._snapshot_base = record  # LTX files continue from it (see _ltx_files_past_content)
+            record = None
         last = files[-1] if files else None
         last_header: Header | None = None
         if last is not None:
@@ -1290,20 +1327,21 @@ class Database:
                     hdr = DatabaseHeader.parse(raw)
                 except SQLiteFormatError:
                     hdr = None
-                if hdr is None and last_header is None:
+                if hdr is None and last_header is None and record is None:
                     log.warning("%s: invalid database header and no LTX files: resetting", self.name)
                     os.truncate(self.db_path, 0)
                 elif hdr is not None:
                     self.page_size = hdr.page_size
                     self.page_count = hdr.page_count
                     present = min(hdr.page_count, size // hdr.page_size)
-        if last_header is not None:
-            if self.page_size and self.page_size != last_header.page_size:
+        newest = last_header or (record.header if record is not None else None)
+        if newest is not None:
+            if self.page_size and self.page_size != newest.page_size:
                 raise RecoveryError(
                     f"open database({self.name!r}): page size {self.page_size} does not match "
-                    f"LTX page size {last_header.page_size}"
+                    f"LTX page size {newest.page_size}"
                 )
-            self.page_size = last_header.page_size
+            self.page_size = newest.page_size
 
         # 6. Page checksums of what is on disk (a short file is tolerated: the LTX may fill it).
         if self.page_size:
@@ -1322,12 +1360,80 @@ class Database:
             chain = self._ltx_files_past_content(files)
             for path, header in chain or [(last[2], last_header)]:
                 self._reapply(path, header)
+        elif record is not None:
+            self._adopt_snapshot_record(record)
         elif self.tracker is not None and self.page_count:
             log.warning("%s: database has no LTX files; the next commit will be a snapshot", self.name)
         # 4b. WAL transactions past the newest LTX file get their LTX files; the WAL is then removed.
         wal_recovery.finish()
         self._dirty.clear()
         self._db_synced = True
+
+    def _recover_snapshot_records(self) -> SnapshotRecord | None:
+        """Finish or undo a snapshot install a crash interrupted; return the snapshot record, if any.
+
+        A pending record is the install's first step: when the database file already is its state
+        (the rename happened), the install is finished (older LTX files removed, the record put in
+        place); otherwise the pending record is dropped and the old state stands. An unreadable
+        record is dropped with a warning: the position is then the newest LTX file's, or unknown.
+        """
+        pending_path = os.path.join(self.ltx_dir, PENDING_NAME)
+        pending = self._read_snapshot_record(pending_path)
+        if pending is not None:
+            if self._file_is_state_of(pending):
+                log.warning(
+                    "%s: finishing the install of the snapshot at txid %016x interrupted by a restart",
+                    self.name,
+                    pending.txid,
+                )
+                for _, _, path in self.ltx_files():
+                    os.unlink(path)
+                os.rename(pending_path, self.snapshot_record_path)
+                fsync_dir(self.ltx_dir)
+            else:
+                log.info("%s: dropping an unfinished snapshot install (txid %016x)", self.name, pending.txid)
+                os.unlink(pending_path)
+        return self._read_snapshot_record(self.snapshot_record_path)
+
+    def _read_snapshot_record(self, path: str) -> SnapshotRecord | None:
+        try:
+            return read_record(path)
+        except (SnapshotRecordError, OSError) as exc:
+            log.warning("%s: ignoring %s", self.name, exc)
+            remove_quietly(path)
+            return None
+
+    def _file_is_state_of(self, record: SnapshotRecord) -> bool:
+        """True when the database file holds exactly the pages a snapshot record describes."""
+        h = record.header
+        try:
+            with open(self.db_path, "rb") as f:
+                if os.fstat(f.fileno()).st_size != h.commit * h.page_size:
+                    return False
+                return (
+                    ChecksumTracker.from_file(f, h.page_size, h.commit).checksum == record.post_apply_checksum
+                )
+        except (OSError, LTXError):
+            return False
+
+    def _adopt_snapshot_record(self, record: SnapshotRecord) -> None:
+        """Step 7 when the last snapshot's record is the newest history: the content must be its state."""
+        h = record.header
+        size = os.path.getsize(self.db_path) if os.path.exists(self.db_path) else 0
+        actual = 0
+        if size == h.commit * h.page_size:
+            if self.tracker is None or self.page_count != h.commit:
+                self.tracker = ChecksumTracker.from_file(self.db_path, h.page_size, h.commit)
+            self.page_count = h.commit
+            actual = self.tracker.checksum
+        if actual != record.post_apply_checksum:
+            raise RecoveryError(
+                f"open database({self.name!r}): recover snapshot: database file ({size} bytes, checksum "
+                f"{actual:016x}) is not the snapshot at TXID {h.max_txid:016x} ({h.commit} pages, "
+                f"checksum {record.post_apply_checksum:016x}) recorded in {self.snapshot_record_path}"
+            )
+        self.pos = Pos(h.max_txid, record.post_apply_checksum)
+        self.timestamp_ms = h.timestamp
 
     def _ltx_files_past_content(self, files: list[tuple[int, int, str]]) -> list[tuple[str, Header]] | None:
         """The LTX files that lead from the database content to the newest file, oldest first.
@@ -1356,7 +1462,11 @@ class Database:
                 break
             chain.append((path, header))
         else:
-            return None
+            # The content may be the state of the last snapshot (its record), which every LTX file
+            # continues; anything else matches no state.
+            base = self._snapshot_base
+            if base is None or base.post_apply_checksum != content or files[0][0] != base.txid + 1:
+                return None
         if len(chain) <= 1:
             return None
         chain.reverse()

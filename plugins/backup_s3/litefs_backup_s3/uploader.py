@@ -7,12 +7,14 @@ object, compacts the local LTX files ``remote+1..local`` (at most 256) with :fun
 and PUTs the result as ``ltx/<min>-<max>.ltx``.
 
 When the chain is broken -- the file after the remote position is gone locally (retention, a restart
-after a long outage), the first file does not continue the remote checksum, or nothing was ever
-backed up and the local files do not start at TXID 1 -- the uploader uploads a *snapshot* instead.
+after a long outage), the first file does not continue the remote checksum, nothing was ever
+backed up and the local files do not start at TXID 1, or there is no local file at all (a replica
+keeps none of a snapshot it installed, so a node promoted since has none until its first commit)
+-- the uploader uploads a *snapshot* instead.
 It cannot read the live database file itself (a commit may be half-written), so it asks the node's own
-``GET /export?name=`` (which copies the database under SQLite's SHARED lock), notes the newest local
-LTX position before and after, and accepts the copy only when both agree and the copy's page checksum
-equals that position's post-apply checksum; then ``write_snapshot`` turns the copy into
+``GET /export?name=`` (which copies the database under SQLite's SHARED lock), notes the node's
+position of the database (``database_position``) before and after, and accepts the copy only when
+both agree and the copy's page checksum equals that position's post-apply checksum; then ``write_snapshot`` turns the copy into
 ``snapshots/<txid>.ltx`` and the remote position jumps there.
 
 Every ``snapshot-interval`` the same export path adds a snapshot so that restores never replay an
@@ -82,15 +84,6 @@ def local_ltx_files(data_dir: str, db: str) -> list[LocalFile]:
             out.append(LocalFile(int(m.group(1), 16), int(m.group(2), 16), os.path.join(ltx_dir, name)))
     out.sort(key=lambda f: (f.min_txid, f.max_txid))
     return out
-
-
-def _end_pos(path: str) -> tuple[Pos, int]:
-    """``(max TXID / post-apply checksum, timestamp)`` of a local LTX file (header + trailer only)."""
-    with open(path, "rb") as f:
-        header = peek_header(f)
-        f.seek(-16, os.SEEK_END)
-        trailer = Trailer.from_bytes(f.read(16))
-    return Pos(header.max_txid, trailer.post_apply_checksum), header.timestamp
 
 
 def build_batch(files: list[LocalFile], remote: Pos, stop_at: int = 0) -> list[LocalFile] | None:
@@ -266,9 +259,15 @@ class Uploader:
     async def sync_db(self, db: str) -> bool:
         """Upload one batch for ``db``; True if there may be more to upload."""
         files = await trio.to_thread.run_sync(local_ltx_files, self.data_dir, db)
-        if not files:
-            return False
         remote = self.remote.get(db, Pos.zero())
+        if not files:
+            # A replica keeps no LTX file of a snapshot it installed: promoted before its first
+            # commit since, this node can only upload a snapshot of the database.
+            here = self.node.database_position(db)
+            if here is None or here[0].txid <= remote.txid:
+                return False
+            await self.upload_snapshot(db, move_position=True)
+            return True
         local_max = files[-1].max_txid
         if local_max == remote.txid:
             return False
@@ -316,9 +315,9 @@ class Uploader:
         os.close(fd)
         try:
             for _attempt in range(5):
-                before = await trio.to_thread.run_sync(self._local_end, db)
+                before = self.node.database_position(db)
                 await self._export(db, tmp)
-                after = await trio.to_thread.run_sync(self._local_end, db)
+                after = self.node.database_position(db)
                 if before is None or before != after:
                     continue
                 pos, timestamp = before
@@ -348,15 +347,6 @@ class Uploader:
         if self.cfg.retention:
             await self.enforce_retention(db)
         return pos
-
-    def _local_end(self, db: str) -> tuple[Pos, int] | None:
-        files = local_ltx_files(self.data_dir, db)
-        if not files:
-            return None
-        try:
-            return _end_pos(files[-1].path)
-        except FileNotFoundError:
-            return None
 
     async def _export(self, db: str, path: str) -> None:
         async with httpx.AsyncClient(timeout=60.0) as http:

@@ -343,3 +343,42 @@ def test_periodic_snapshots_and_retention(tmp_path: Path, seaweed: SeaweedFS) ->
         assert res.returncode != 0 and "before the first backup" in res.stderr
     finally:
         node.stop()
+
+
+def test_a_promoted_replica_with_only_a_snapshot_backs_it_up(tmp_path: Path, seaweed: SeaweedFS) -> None:
+    """A replica keeps no LTX file of a snapshot it installed: primary before its first commit, the
+    uploader must still back the database up (as a snapshot), not wait for a commit."""
+    prefix = f"promoted-{uuid.uuid4().hex[:8]}"
+    primary = LiteFSNode(tmp_path, name="primary")
+    replica = LiteFSNode(tmp_path, name="replica", candidate=False)
+    replica.config["lease"].update(
+        {"hostname": primary.name, "advertise-url": primary.url, "reconnect-delay": "100ms"}
+    )
+    try:
+        primary.start()
+        execute(primary, "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)", "INSERT INTO t VALUES (1, 'a')")
+        replica.start()
+        want = primary.pos("db")
+        wait_for(
+            lambda: os.path.exists(replica.path("db-pos")) and replica.pos("db") == want, what="a snapshot"
+        )
+        assert replica.ltx_files("db") == []
+        primary.stop()
+        replica.stop()
+        # The replica comes back alone as the primary, with a backup configured.
+        replica.config["lease"].update(
+            {"candidate": True, "hostname": replica.name, "advertise-url": replica.url}
+        )
+        replica.config.update(backup_section(seaweed, prefix))
+        replica.start()
+        txid = wait_uploaded(replica, seaweed, prefix)
+        assert [s.max_txid for s in remote_state(seaweed, prefix).snapshots] == [txid]
+        out = tmp_path / "restored.db"
+        res = cli(
+            "backup", "restore", "-config", write_config(tmp_path, seaweed, prefix), "-name", "db", str(out)
+        )
+        assert res.returncode == 0, res.stderr
+        assert rows(str(out)) == [(1, "a")]
+    finally:
+        replica.stop()
+        primary.stop()
