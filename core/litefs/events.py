@@ -36,7 +36,8 @@ class TxEvent:
     """Database size in pages after the transaction (0 when the database was dropped)."""
     timestamp_ms: int
     ltx_path: str
-    """Path of the LTX file that holds the transaction (it may later be removed by retention)."""
+    """Path of the LTX file that holds the transaction (it may later be removed by retention); empty
+    for a snapshot installed on a replica, which keeps no LTX file of it (litefs.store.snaprecord)."""
     local: bool | None = None
     """True for a transaction made on this node, False for one applied from the primary. Derived
     from :attr:`kind` when not given (always a bool once the event exists)."""

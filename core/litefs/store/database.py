@@ -1266,7 +1266,9 @@ class Database:
         1. read the database header; 2. create ``ltx/``, remove ``shm`` and temp files; 3. verify the
         newest LTX file completely; 4. (WAL reconciliation: see the WAL issue); 5. roll back a hot
         journal; 6. build the page checksums; 7. re-apply the newest LTX file and require the database
-        checksum to equal its post-apply checksum. Raises RecoveryError with LiteFS's messages.
+        checksum to equal its post-apply checksum. Raises RecoveryError with LiteFS's messages. On a
+        replica whose newest history is a snapshot, step 7 checks the content against the snapshot's
+        record instead (litefs.store.snaprecord), after finishing or undoing an interrupted install.
         """
         self._ensure_dirs()
         for kind in (FileKind.SHM,):

@@ -1,12 +1,11 @@
-"""Append a large file without the page cache (``O_DIRECT``): a snapshot's files on a replica.
+"""Append a large file without the page cache (``O_DIRECT``): a snapshot's database file on a replica.
 
-A replica receiving a 1 GB snapshot writes it twice: the LTX file as received and the database
-file built from it. Through the page cache each byte is copied into a newly allocated cache page
-first; ``perf`` put that copy at nearly half of the replica's CPU during a snapshot. Both are
-written with ``O_DIRECT``: the data goes from an aligned buffer to the device, and the only copy
-left is the one into that buffer. (The database file was first kept in the cache, as readers use
-it next; its copy then stood at a fifth of both nodes' CPU, and readers warm the cache up as they
-go.)
+Through the page cache each byte written is copied into a newly allocated cache page first;
+``perf`` put that copy at nearly half of the replica's CPU during a snapshot (when the replica
+still wrote the snapshot's LTX file as well, see :mod:`litefs.store.snaprecord`). With ``O_DIRECT``
+the data goes from an aligned buffer to the device, and the only copy left is the one into that
+buffer. (The database file was first kept in the cache, as readers use it next; its copy then stood
+at a fifth of both nodes' CPU, and readers warm the cache up as they go.)
 
 ``O_DIRECT`` wants the buffer address, the length and the file offset aligned to the device's block
 size, so bytes are gathered in a page-aligned buffer and written in whole buffers; the last, partial
