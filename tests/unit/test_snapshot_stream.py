@@ -263,6 +263,23 @@ def test_a_restarted_replica_resumes_from_its_snapshot_record_and_the_files_afte
     again.verify()
 
 
+def test_an_ltx_file_older_than_the_snapshot_record_is_removed_at_startup(tmp_path) -> None:
+    # Left over from the replaced history (say, written late by a background writer): it must not
+    # be taken for the newest state.
+    source, target, built = _installing(tmp_path)
+    first_old = target.ltx_files()[0][2]
+    with open(first_old, "rb") as f:
+        leftover = f.read()
+    target.install_snapshot(built, notify=False)
+    with open(first_old, "wb") as f:
+        f.write(leftover)
+    target.close()
+    restarted = Database("db", target.path)
+    restarted.recover()
+    assert restarted.pos == source.pos and restarted.ltx_files() == []
+    restarted.verify()
+
+
 def test_transactions_after_a_snapshot_are_reapplied_when_the_content_fell_back_to_it(tmp_path) -> None:
     # A power cut may lose the writes of applied transactions while their LTX files survive: the
     # content is then the snapshot's state, and every file after it is applied again.

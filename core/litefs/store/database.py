@@ -986,6 +986,7 @@ class Database:
         """
         h = built.header
         self._ensure_dirs()
+        self.flush_ltx()  # a file still queued (a forwarded HALT commit) must not land after the record
         pending = os.path.join(self.ltx_dir, PENDING_NAME)
         write_record(pending, SnapshotRecord(h, built.post_apply_checksum), fsync=self._fsync)
         os.rename(built.path, self.db_path)
@@ -1285,6 +1286,19 @@ class Database:
 
         # 3. The newest LTX file must be intact.
         files = self.ltx_files()
+        if record is not None and files and files[-1][1] <= record.txid:
+            # Files that predate the snapshot (an install removes them; none can follow it with
+            # a lower TXID): what is left of them is history the snapshot replaced.
+            log.warning(
+                "%s: removing %d LTX file(s) older than the snapshot at txid %016x",
+                self.name,
+                len(files),
+                record.txid,
+            )
+            for _, _, path in files:
+                os.unlink(path)
+            fsync_dir(self.ltx_dir)
+            files = []
         if files:
             self._snapshot_base = record  # LTX files continue from it (see _ltx_files_past_content)
             record = None
