@@ -9,8 +9,8 @@
 2. Snapshot catch-up: a database of ``--snapshot-mb`` random pages is imported on the primary; a new
    replica starts and the time until its position equals the primary's gives MB/s, next to a plain copy
    (read + write + fsync, median of three) of the same file on the same disk (target: >= 0.5x). The
-   time includes starting the replica's process and its mount. The RSS of both node processes is
-   sampled meanwhile (target: < 150 MB).
+   clock starts once the replica's mount and API answer (it connects to the primary meanwhile). The
+   RSS of both node processes is sampled meanwhile (target: < 150 MB).
 """
 
 from __future__ import annotations
