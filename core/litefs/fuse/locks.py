@@ -33,7 +33,7 @@ class LockTimeoutError(TimeoutError):
     """SQLite clients kept a conflicting lock for longer than the timeout."""
 
 
-def _setlk(fd: int, lock_type: int, start: int, length: int) -> bool:
+def try_lock(fd: int, lock_type: int, start: int, length: int) -> bool:
     """One non-blocking OFD lock request; False when another owner holds a conflicting lock."""
     try:
         fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _FLOCK.pack(lock_type, os.SEEK_SET, start, length, 0))
@@ -46,7 +46,7 @@ def _setlk(fd: int, lock_type: int, start: int, length: int) -> bool:
 
 def _acquire(fd: int, lock_type: int, start: int, length: int, deadline: float) -> None:
     delay = 0.0005
-    while not _setlk(fd, lock_type, start, length):
+    while not try_lock(fd, lock_type, start, length):
         if time.monotonic() >= deadline:
             raise LockTimeoutError(f"timed out waiting for lock bytes {start:#x}+{length}")
         time.sleep(delay)
@@ -74,7 +74,7 @@ def lock_shared(path: str, timeout: float) -> int:
         deadline = time.monotonic() + timeout
         _acquire(fd, fcntl.F_RDLCK, PENDING_BYTE, 1, deadline)
         _acquire(fd, fcntl.F_RDLCK, SHARED_FIRST, SHARED_SIZE, deadline)
-        _setlk(fd, fcntl.F_UNLCK, PENDING_BYTE, 1)
+        try_lock(fd, fcntl.F_UNLCK, PENDING_BYTE, 1)
     except BaseException:
         os.close(fd)
         raise
@@ -84,7 +84,7 @@ def lock_shared(path: str, timeout: float) -> int:
 def unlock(fd: int) -> None:
     """Release every lock taken through ``fd`` and close it."""
     try:
-        _setlk(fd, fcntl.F_UNLCK, 0, 0)
+        try_lock(fd, fcntl.F_UNLCK, 0, 0)
     finally:
         os.close(fd)
 

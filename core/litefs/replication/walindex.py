@@ -21,13 +21,12 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import struct
 import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from litefs.fuse.locks import WAL_LOCK_COUNT, WAL_LOCK_FIRST, LockTimeoutError, lock_shared
+from litefs.fuse.locks import WAL_LOCK_COUNT, WAL_LOCK_FIRST, LockTimeoutError, lock_shared, try_lock
 from litefs.replication.mountlock import hold_locks
 from litefs.sqlite.errors import SQLiteFormatError
 from litefs.sqlite.header import DatabaseHeader
@@ -41,9 +40,6 @@ from litefs.sqlite.wal import WAL_HEADER_SIZE, WALHeader
 from litefs.store import Database, FileKind
 
 log = logging.getLogger("litefs.replication")
-
-
-_FLOCK = struct.Struct("hhqqixxxx")  # struct flock: l_type, l_whence, l_start, l_len, l_pid
 
 
 def is_wal_database(path: str) -> bool:
@@ -62,16 +58,6 @@ def is_wal_database(path: str) -> bool:
         return False
 
 
-def _setlk(fd: int, lock_type: int, start: int, length: int) -> bool:
-    try:
-        fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _FLOCK.pack(lock_type, os.SEEK_SET, start, length, 0))
-    except OSError as exc:
-        if exc.errno in (11, 13):  # EAGAIN, EACCES: another owner holds a conflicting lock
-            return False
-        raise
-    return True
-
-
 def lock_wal_readers(db_path: str, timeout: float) -> tuple[int, int]:
     """Take SHARED on the database ``db_path`` (in the mount) and the WAL locks of its ``-shm``.
 
@@ -85,7 +71,7 @@ def lock_wal_readers(db_path: str, timeout: float) -> tuple[int, int]:
         shm_fd = os.open(db_path + "-shm", os.O_RDWR | os.O_CLOEXEC)
         try:
             delay = 0.0005
-            while not _setlk(shm_fd, fcntl.F_WRLCK, WAL_LOCK_FIRST, WAL_LOCK_COUNT):
+            while not try_lock(shm_fd, fcntl.F_WRLCK, WAL_LOCK_FIRST, WAL_LOCK_COUNT):
                 if time.monotonic() >= deadline:
                     raise LockTimeoutError(
                         f"timed out waiting for the WAL locks of {os.path.basename(db_path)}-shm"
@@ -96,7 +82,7 @@ def lock_wal_readers(db_path: str, timeout: float) -> tuple[int, int]:
             os.close(shm_fd)
             raise
     except BaseException:
-        _setlk(db_fd, fcntl.F_UNLCK, 0, 0)
+        try_lock(db_fd, fcntl.F_UNLCK, 0, 0)
         os.close(db_fd)
         raise
     return db_fd, shm_fd
@@ -106,7 +92,7 @@ def _release(fds: tuple[int, int]) -> None:
     # Unlocking never waits for the daemon (the kernel keeps this mount's locks); close() sends
     # FLUSH to it, so a thread does that and nobody waits (see mountlock.py).
     for fd in fds:
-        _setlk(fd, fcntl.F_UNLCK, 0, 0)
+        try_lock(fd, fcntl.F_UNLCK, 0, 0)
     for fd in fds:
         threading.Thread(target=os.close, args=(fd,), name="litefs-close", daemon=True).start()
 
