@@ -299,30 +299,31 @@ def test_transactions_after_a_snapshot_are_reapplied_when_the_content_fell_back_
     assert restarted.pos == after and after.txid == source.pos.txid + 2
 
 
-def test_a_snapshot_record_that_does_not_match_the_database_file_stops_recovery(tmp_path) -> None:
-    source, target, built = _installing(tmp_path)
+def _installed_then_changed(tmp_path, which: str, offset: int, data: bytes) -> tuple[Database, str]:
+    """A replica database after a snapshot install, with ``data`` written at ``offset`` into its
+    ``which`` file ("database" or "record") while the node was down; and that file's path."""
+    _, target, built = _installing(tmp_path)
     target.install_snapshot(built, notify=False)
     target.close()
-    with open(target.db_path, "r+b") as f:
-        f.seek(5000)
-        f.write(b"changed behind litefs")
-    restarted = Database("db", target.path)
+    path = target.db_path if which == "database" else target.snapshot_record_path
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        f.write(data)
+    return Database("db", target.path), path
+
+
+def test_a_snapshot_record_that_does_not_match_the_database_file_stops_recovery(tmp_path) -> None:
+    restarted, _ = _installed_then_changed(tmp_path, "database", 5000, b"changed behind litefs")
     with pytest.raises(RecoveryError, match=r"is not the snapshot at TXID .* recorded in .*snapshot\.pos"):
         restarted.recover()
 
 
 def test_an_unreadable_snapshot_record_is_dropped_with_a_warning(tmp_path, caplog) -> None:
-    source, target, built = _installing(tmp_path)
-    target.install_snapshot(built, notify=False)
-    target.close()
-    with open(target.snapshot_record_path, "r+b") as f:
-        f.seek(110)
-        f.write(b"\xff")
-    restarted = Database("db", target.path)
+    restarted, record = _installed_then_changed(tmp_path, "record", 110, b"\xff")
     restarted.recover()  # the position is unknown now: a replica gets a new snapshot
     assert restarted.pos == Pos(0, 0)
     assert "checksum mismatch (torn or foreign file)" in caplog.text
-    assert not os.path.exists(target.snapshot_record_path)
+    assert not os.path.exists(record)
 
 
 def _db_of(tmp_path, value_sql: str, rows: int = 400) -> Database:
