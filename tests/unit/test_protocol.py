@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -24,6 +26,7 @@ from litefs.replication.protocol import (
     ReadyFrame,
     decode_pos_map,
     encode_chunk,
+    encode_chunk_parts,
     encode_ltx_frame,
     encode_pos_map,
 )
@@ -113,6 +116,20 @@ def test_documented_ltx_frame_example() -> None:
         + ltx
         + b"\x00\x00"
     )
+
+
+@pytest.mark.parametrize(
+    "sizes", [[], [0], [5], [65535], [65536], [70000, 3, 65535 * 2 + 1, 0, 9], [1] * 70000]
+)
+def test_encode_chunk_parts_gives_the_bytes_of_the_joined_parts(sizes: list[int]) -> None:
+    rng = random.Random(len(sizes))
+    parts = [rng.randbytes(n) for n in sizes]
+    kinds = [bytes, bytearray, memoryview]
+    mixed = [
+        kinds[i % 3](p) if kinds[i % 3] is not memoryview else memoryview(bytearray(p))
+        for i, p in enumerate(parts)
+    ]
+    assert encode_chunk_parts(mixed) == encode_chunk(b"".join(parts))
 
 
 def test_encode_chunk_splits_at_65535() -> None:

@@ -6,6 +6,7 @@ Memory use is one page plus the LZ4 compressor's 64 KiB block buffer, whatever t
 from __future__ import annotations
 
 import io
+import struct
 from collections.abc import Iterable
 from functools import reduce
 from operator import xor
@@ -111,11 +112,38 @@ class Encoder:
         """
         if self._finished:
             raise LTXError("encode_pages() after finish()")
-        h = self.header
         size = self._page_size
         if len(data) % size:
             raise LTXError(f"cannot encode pages: {len(data)} bytes is not a multiple of page size {size}")
         n = len(data) // size
+        if not n:
+            return
+        view = memoryview(data)
+        # The records (4-byte page number, page) are laid out once (encode_records checks them).
+        parts: list[bytes | memoryview] = [b""] * (2 * n)
+        parts[0::2] = [(first_pgno + i).to_bytes(4, "big") for i in range(n)]
+        parts[1::2] = [view[o : o + size] for o in range(0, n * size, size)]
+        self.encode_records(first_pgno, b"".join(parts))
+
+    def encode_records(self, first_pgno: int, records: bytes | bytearray | memoryview) -> None:
+        """Append consecutive pages given as their LTX page records (u32 page number, page), laid
+        out by the caller (:meth:`SnapshotView.read_records_into` reads them straight into place).
+
+        The file checksum takes the records in one call and each page checksum (a snapshot's) one
+        call per record. The page numbers must be ``first_pgno, first_pgno + 1, ...``; the run must
+        not contain the lock page. ``records`` is written as it is (a file object that keeps it
+        must not let the caller's buffer change under it: :class:`_Sink` below hands it on at once).
+        """
+        if self._finished:
+            raise LTXError("encode_pages() after finish()")
+        h = self.header
+        size = self._page_size
+        rec = size + PAGE_HEADER_SIZE
+        if len(records) % rec:
+            raise LTXError(
+                f"cannot encode pages: {len(records)} bytes is not a multiple of record size {rec}"
+            )
+        n = len(records) // rec
         if not n:
             return
         last = first_pgno + n - 1
@@ -131,17 +159,14 @@ class Encoder:
             raise LTXError(
                 f"page {first_pgno} out of order: pages must be strictly ascending (previous {self._last_pgno})"
             )
-        view = memoryview(data)
-        # The records (4-byte page number, page) are laid out once; the file checksum then takes
-        # them in one call and each page's checksum (a snapshot's) one call per record.
-        rec = size + PAGE_HEADER_SIZE
-        parts: list[bytes | memoryview] = [b""] * (2 * n)
-        parts[0::2] = [(first_pgno + i).to_bytes(4, "big") for i in range(n)]
-        parts[1::2] = [view[o : o + size] for o in range(0, n * size, size)]
-        records = b"".join(parts)
-        self._crc = _go_iso(records, self._crc)
+        rv = memoryview(records)
+        headers = bytearray(n * PAGE_HEADER_SIZE)
+        for k in range(PAGE_HEADER_SIZE):
+            headers[k::PAGE_HEADER_SIZE] = rv[k::rec].tobytes()
+        if headers != struct.pack(f">{n}I", *range(first_pgno, last + 1)):
+            raise LTXError(f"cannot encode pages {first_pgno}..{last}: record page numbers do not match")
+        self._crc = _go_iso(rv, self._crc)
         if h.is_snapshot:
-            rv = memoryview(records)
             self._db_acc = reduce(
                 xor, [_go_iso(rv[o : o + rec]) for o in range(0, n * rec, rec)], self._db_acc
             )

@@ -36,6 +36,7 @@ from litefs.fuse.locks import LockTimeoutError, lock_shared, lock_wal_checkpoint
 from litefs.ltx import (
     EMPTY_DATABASE_CHECKSUM,
     FLAG_COMPRESS_LZ4,
+    PAGE_HEADER_SIZE,
     Encoder,
     Header,
     LTXError,
@@ -56,6 +57,7 @@ from litefs.replication.protocol import (
     ReadyFrame,
     decode_pos_map,
     encode_chunk,
+    encode_chunk_parts,
 )
 from litefs.replication.walindex import is_wal_database
 from litefs.sqlite.errors import SQLiteFormatError
@@ -434,22 +436,29 @@ async def _as_async(cm: Any) -> AsyncIterator[None]:
 
 
 class _Sink:
-    """The file object the snapshot encoder writes to: keeps the output until it is taken."""
+    """The file object the snapshot encoder writes to: keeps the output until it is taken.
+
+    What is written is kept as it is, not copied: the snapshot's page records are views of the
+    encoder's one reused buffer, valid until the next piece is read, so a piece must be taken
+    (copied out by :meth:`take` or :func:`encode_chunk_parts`) before the next one is encoded.
+    """
 
     def __init__(self) -> None:
-        self.parts: list[bytes] = []
+        self.parts: list[bytes | bytearray | memoryview] = []
         self.size = 0
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
-        self.parts.append(bytes(data))
+        self.parts.append(data)
         self.size += len(data)
         return len(data)
 
-    def take(self) -> bytes:
-        out = b"".join(self.parts)
-        self.parts.clear()
+    def take_parts(self) -> list[bytes | bytearray | memoryview]:
+        parts, self.parts = self.parts, []
         self.size = 0
-        return out
+        return parts
+
+    def take(self) -> bytes:
+        return b"".join(self.take_parts())
 
 
 class SnapshotEncoder:
@@ -472,6 +481,7 @@ class SnapshotEncoder:
         self._enc: Encoder | None = None
         self._pgno = 1
         self._done = False
+        self._records: memoryview | None = None
         #: True while something holds the view's pages in place (WAL read locks, see
         #: _SnapshotLocks): no checkpoint or WAL restart can then change what the view reads.
         self.pinned: Callable[[], bool] = lambda: False
@@ -510,15 +520,22 @@ class SnapshotEncoder:
             return True  # the encoder meets the same error and reports it
         return len(lz4.block.compress(sample, store_size=False)) <= (1 - SNAPSHOT_MIN_SAVING) * len(sample)
 
-    def next_chunk(self) -> bytes:
+    def _next_piece(self) -> _Sink:
+        """Encode the next piece into the sink (left empty at the end) and return the sink."""
         enc = self._enc
         assert enc is not None, "start() first"
         if self._done:
-            return b""
+            return self._sink
         db, commit, view = self.db, self.commit, self.view
         assert view is not None
         lock = lock_pgno(self.page_size) if commit else 0
         per_read = max(1, SEND_SIZE // self.page_size)
+        rec = self.page_size + PAGE_HEADER_SIZE
+        if self._records is None:
+            # One buffer for the records of every piece (a piece is at most SEND_SIZE and a record
+            # over): read straight into place, no allocation, no copy in Python (see _Sink).
+            self._records = memoryview(bytearray((per_read + 1) * rec))
+        used = 0
         while self._sink.size < SEND_SIZE and self._pgno <= commit:
             first = self._pgno
             if first == lock:
@@ -531,11 +548,15 @@ class SnapshotEncoder:
             self._pgno += n
             # The committed pages as of the view: in WAL mode their newest committed frames then,
             # else the file's copies.
+            if self.compress:
+                used = 0  # the compressor has consumed the previous run: the buffer is free again
+            records = self._records[used : used + n * rec]
+            used += n * rec
             try:
-                data = view.read_pages(first, n)
+                view.read_records_into(first, n, records)
             except (StoreError, OSError, SQLiteFormatError) as exc:
                 raise SnapshotError(f"snapshot {db.name}: {exc}") from exc
-            enc.encode_pages(first, data)
+            enc.encode_records(first, records)
         if not self.pinned() and not view.still_valid():
             raise SnapshotError(f"snapshot {db.name}: a checkpoint ran while the pages were read")
         if self._pgno > commit:
@@ -547,13 +568,17 @@ class SnapshotEncoder:
                 )
             enc.finish(actual)
             self._done = True
-        out = self._sink.take()
-        self.sent_bytes += len(out)
-        return out
+        self.sent_bytes += self._sink.size
+        return self._sink
+
+    def next_chunk(self) -> bytes:
+        """The next ~``SEND_SIZE`` bytes of the LTX file (b"" at the end); worker thread."""
+        return self._next_piece().take()
 
     def next_wire_chunks(self) -> bytes:
-        """:meth:`next_chunk` already cut into wire chunks (u16 length + bytes), b"" at the end."""
-        return encode_chunk(self.next_chunk())
+        """:meth:`next_chunk` already cut into wire chunks (u16 length + bytes), b"" at the end:
+        one copy of the piece, straight from the records buffer into the wire bytes."""
+        return encode_chunk_parts(self._next_piece().take_parts())
 
 
 def wall_ms() -> int:

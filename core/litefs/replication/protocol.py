@@ -115,6 +115,27 @@ def decode_pos_map(data: bytes) -> dict[str, Pos]:
 # -- frames ---------------------------------------------------------------------------------------
 
 
+def encode_chunk_parts(parts: list[bytes | bytearray | memoryview]) -> bytes:
+    """:func:`encode_chunk` of the concatenation of ``parts``, without concatenating them first:
+    the join below is the only copy."""
+    remaining = sum(len(p) for p in parts)
+    out: list[bytes | memoryview] = []
+    room = 0  # what the current chunk can still take
+    for part in parts:
+        view = memoryview(part)
+        while view:
+            if not room:
+                room = min(MAX_CHUNK_SIZE, remaining)
+                out.append(_U16.pack(room))
+            piece = view[:room]
+            out.append(piece)
+            n = len(piece)
+            room -= n
+            remaining -= n
+            view = view[n:]
+    return b"".join(out)
+
+
 def encode_chunk(data: bytes) -> bytes:
     """Encode data as chunks of at most 65535 bytes (without the end marker; empty data gives b"")."""
     view = memoryview(data)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import struct
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from litefs.events import LOCAL_TX_KINDS
 from litefs.ltx import (
     EMPTY_DATABASE_CHECKSUM,
     FLAG_COMPRESS_LZ4,
+    PAGE_HEADER_SIZE,
     TRAILER_SIZE,
     ChecksumTracker,
     Decoder,
@@ -73,6 +75,8 @@ PERSIST_ZERO_HEADER = bytes(28)
 
 #: Write buffer of a large commit's LTX file.
 _LTX_BUFFER = 64 * 1024
+#: Most buffers one preadv/pwritev takes (Linux's IOV_MAX).
+_IOV_MAX = 1024
 #: Transactions up to this many pages are encoded in memory in one go (see _write_commit_ltx).
 _ONE_SHOT_PAGES = 256
 
@@ -129,6 +133,47 @@ class SnapshotView:
                 i = (pgno - first) * size
                 out[i : i + size] = read_wal_page(self.wal_fd, size, off, pgno)
         return out
+
+    def read_records_into(self, first: int, count: int, out: memoryview) -> None:
+        """Lay pages ``first .. first + count - 1`` out in ``out`` as LTX page records (u32 page
+        number, page), as :meth:`read_pages` reads them, with no copy in Python: the database file
+        is read straight into place (one ``preadv``) and the page numbers written with four strided
+        assignments. ``out`` must hold exactly ``count`` records."""
+        size = self.page_size
+        rec = size + PAGE_HEADER_SIZE
+        if len(out) != count * rec:
+            raise ValueError(f"{len(out)} bytes do not hold {count} records of {rec}")
+        slots = [out[o + PAGE_HEADER_SIZE : o + rec] for o in range(0, count * rec, rec)]
+        fd = self.db._db_fd_get()
+        base = (first - 1) * size
+        done = 0  # whole pages read so far
+        while done < count:
+            n = os.preadv(fd, slots[done : done + _IOV_MAX], base + done * size)
+            if n == 0:
+                break
+            full, part = divmod(n, size)
+            done += full
+            if part:  # a short read inside a page: the rest of that page on its own
+                rest = _pread_full(fd, size - part, base + done * size + part)
+                slots[done][part : part + len(rest)] = rest
+                if len(rest) < size - part:
+                    break  # the file ends inside this page: it is missing
+                done += 1
+        wal = self.wal_pages
+        if done < count:
+            # In WAL mode the file may end before pages that so far exist only as WAL frames.
+            missing = next((p for p in range(first + done, first + count) if p not in wal), None)
+            if missing is not None:
+                raise StoreError(f"{self.db.name}: page {missing} missing from the database file")
+        if wal:
+            for pgno in range(first, first + count):
+                off = wal.get(pgno)
+                if off is not None:
+                    assert self.wal_fd is not None
+                    slots[pgno - first][:] = read_wal_page(self.wal_fd, size, off, pgno)
+        headers = struct.pack(f">{count}I", *range(first, first + count))
+        for k in range(PAGE_HEADER_SIZE):
+            out[k::rec] = headers[k::PAGE_HEADER_SIZE]
 
     def still_valid(self) -> bool:
         """False when a checkpoint or WAL restart may have changed pages read through this view."""
