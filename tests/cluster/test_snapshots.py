@@ -75,6 +75,18 @@ def test_late_join_with_snapshot(cluster: Cluster, mode: str) -> None:
     assert_snapshot_record(replica, n)
     assert total(cluster, replica) == 600
 
+    # A restart resumes from the record: the database file is checked, not written again (LiteFS
+    # re-applies the whole snapshot LTX file at every start).
+    backing = os.path.join(replica.data_dir, "dbs", "db", "database")
+    before = os.stat(backing)
+    assert replica.stop() == 0
+    replica.start()
+    wait_until(lambda: same_pos(primary, replica, "db"), what="restart after the snapshot")
+    after = os.stat(backing)
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert total(cluster, replica) == 600
+    assert replica.log().count("applied snapshot") == 1  # the restart needed no second snapshot
+
 
 @MODES
 def test_rejoin_with_snapshot(cluster: Cluster, mode: str) -> None:
