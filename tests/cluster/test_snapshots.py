@@ -283,3 +283,42 @@ def test_snapshot_of_a_wal_database_survives_checkpoints_while_it_streams(cluste
     assert r.execute("SELECT count(*), sum(length(x)) FROM t") == p.execute(
         "SELECT count(*), sum(length(x)) FROM t"
     )
+
+
+@MODES
+def test_a_replica_killed_while_a_snapshot_arrives_restarts_and_catches_up(
+    cluster: Cluster, mode: str
+) -> None:
+    primary = cluster.primary()
+    write_rows(cluster, primary, 100, create=True, mode=mode)
+    replica = cluster.replica()
+    wait_until(lambda: same_pos(primary, replica, "db"), what="first catch-up")
+    old_pos = replica.pos("db")
+    assert replica.stop() == 0
+    # While the replica is away: 40 MB more, and retention takes the LTX files it would need.
+    conn = cluster.connect(primary.path("db"))
+    insert_random_rows(conn, 5000, 4000)
+    insert_random_rows(conn, 5000, 4000)
+    conn.close()
+    drop_old_ltx(primary)
+
+    logged = len(replica.log())
+    replica.start(wait=False)
+    ltx = replica.ltx_dir("db")
+
+    def building() -> bool:
+        return os.path.isdir(ltx) and any(n.endswith(".db.tmp") for n in os.listdir(ltx))
+
+    wait_until(building, timeout=30, what="the snapshot's database file being built")
+    replica.kill()  # mid-snapshot: the new database file is half written
+    assert "applied snapshot" not in replica.log()[logged:]
+
+    # Startup drops the half-built file; the replica serves its old state, then gets the snapshot.
+    replica.start(wait=False)
+    wait_until(lambda: same_pos(primary, replica, "db"), timeout=60, what="catch-up after the crash")
+    assert "applied snapshot" in replica.log()[logged:] and old_pos != replica.pos("db")
+    assert_snapshot_record(replica, int(primary.pos("db").split("/")[0], 16))
+    assert not [n for n in os.listdir(ltx) if n.endswith(".tmp")]
+    r = cluster.connect(replica.path("db"))
+    assert r.execute("SELECT count(*) FROM t") == [[10001]]
+    assert r.execute("PRAGMA integrity_check") == [["ok"]]
