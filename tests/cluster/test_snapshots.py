@@ -44,6 +44,16 @@ def drop_old_ltx(node: LiteFSNode) -> None:
         os.unlink(os.path.join(node.ltx_dir("db"), name))
 
 
+def primary_with_random_rows(cluster: Cluster, mode: str, rows: int) -> LiteFSNode:
+    """A primary whose table ``t`` holds ``rows`` incompressible 4000-byte rows (one transaction)."""
+    primary = cluster.primary()
+    conn = cluster.connect(primary.path("db"), journal_mode=mode)
+    conn.execute("CREATE TABLE t (x)")
+    insert_random_rows(conn, rows, 4000)
+    conn.close()
+    return primary
+
+
 def set_role(node: LiteFSNode, primary: LiteFSNode | None) -> None:
     """Reconfigure a stopped node: its own static primary (None) or a replica of ``primary``."""
     if primary is None:
@@ -171,12 +181,8 @@ def test_cluster_id_mismatch(cluster: Cluster, mode: str) -> None:
 
 
 def test_snapshot_slower_than_snapshot_timeout_is_abandoned_and_retried(cluster: Cluster) -> None:
-    primary = cluster.primary()
-    conn = cluster.connect(primary.path("db"), journal_mode="delete")
-    conn.execute("CREATE TABLE t (x)")
     # About 24 MB of incompressible rows: a snapshot that takes many reads to arrive.
-    insert_random_rows(conn, 6000, 4000)
-    conn.close()
+    primary = primary_with_random_rows(cluster, "delete", 6000)
 
     replica = cluster.replica(config={"http": {"snapshot-timeout": "1ms"}}, start=False)
     replica.start(wait=False)
@@ -262,11 +268,7 @@ def test_snapshot_of_a_wal_database_survives_checkpoints_while_it_streams(cluste
     # The primary holds SQLite's WAL read locks while a snapshot streams, so no checkpoint copies a
     # frame meanwhile: a snapshot under steady writes with frequent automatic checkpoints completes
     # on the first attempt, where it used to be aborted and retried for as long as the writes went on.
-    primary = cluster.primary()
-    conn = cluster.connect(primary.path("db"), journal_mode="wal")
-    conn.execute("CREATE TABLE t (x)")
-    insert_random_rows(conn, 10000, 4000)
-    conn.close()
+    primary = primary_with_random_rows(cluster, "wal", 10000)
     writer = subprocess.Popen([sys.executable, "-c", WRITER, primary.path("db"), "5"])
     try:
         replica = cluster.replica(start=False)

@@ -44,11 +44,13 @@ def try_lock(fd: int, lock_type: int, start: int, length: int) -> bool:
     return True
 
 
-def _acquire(fd: int, lock_type: int, start: int, length: int, deadline: float) -> None:
+def acquire(fd: int, lock_type: int, start: int, length: int, deadline: float, what: str = "") -> None:
+    """Retry :func:`try_lock` with a growing pause until it succeeds or ``deadline`` (monotonic)
+    passes: then LockTimeoutError, naming ``what`` (default: the byte range)."""
     delay = 0.0005
     while not try_lock(fd, lock_type, start, length):
         if time.monotonic() >= deadline:
-            raise LockTimeoutError(f"timed out waiting for lock bytes {start:#x}+{length}")
+            raise LockTimeoutError(f"timed out waiting for {what or f'lock bytes {start:#x}+{length}'}")
         time.sleep(delay)
         delay = min(delay * 2, 0.05)
 
@@ -58,9 +60,9 @@ def lock_exclusive(path: str, timeout: float) -> int:
     fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
     try:
         deadline = time.monotonic() + timeout
-        _acquire(fd, fcntl.F_WRLCK, RESERVED_BYTE, 1, deadline)
-        _acquire(fd, fcntl.F_WRLCK, PENDING_BYTE, 1, deadline)
-        _acquire(fd, fcntl.F_WRLCK, SHARED_FIRST, SHARED_SIZE, deadline)
+        acquire(fd, fcntl.F_WRLCK, RESERVED_BYTE, 1, deadline)
+        acquire(fd, fcntl.F_WRLCK, PENDING_BYTE, 1, deadline)
+        acquire(fd, fcntl.F_WRLCK, SHARED_FIRST, SHARED_SIZE, deadline)
     except BaseException:
         os.close(fd)
         raise
@@ -72,8 +74,8 @@ def lock_shared(path: str, timeout: float) -> int:
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         deadline = time.monotonic() + timeout
-        _acquire(fd, fcntl.F_RDLCK, PENDING_BYTE, 1, deadline)
-        _acquire(fd, fcntl.F_RDLCK, SHARED_FIRST, SHARED_SIZE, deadline)
+        acquire(fd, fcntl.F_RDLCK, PENDING_BYTE, 1, deadline)
+        acquire(fd, fcntl.F_RDLCK, SHARED_FIRST, SHARED_SIZE, deadline)
         try_lock(fd, fcntl.F_UNLCK, PENDING_BYTE, 1)
     except BaseException:
         os.close(fd)
@@ -113,7 +115,7 @@ def lock_wal_checkpoints(db_path: str, timeout: float) -> int | None:
         return None
     try:
         deadline = time.monotonic() + timeout
-        _acquire(fd, fcntl.F_RDLCK, WAL_READ0_BYTE, 2, deadline)
+        acquire(fd, fcntl.F_RDLCK, WAL_READ0_BYTE, 2, deadline)
     except BaseException:
         os.close(fd)
         raise

@@ -7,7 +7,6 @@ read buffer, whatever the file size: decompression is asked for at most the byte
 from __future__ import annotations
 
 import os
-import struct
 from collections.abc import Iterator
 from functools import reduce
 from operator import xor
@@ -17,23 +16,18 @@ import lz4.frame
 
 from litefs.ltx.checksum import CHECKSUM_FLAG, _go_iso, lock_pgno
 from litefs.ltx.errors import LTXError
-from litefs.ltx.header import HEADER_SIZE, PAGE_HEADER_SIZE, TRAILER_SIZE, Header, Trailer
+from litefs.ltx.header import (
+    HEADER_SIZE,
+    PAGE_HEADER_SIZE,
+    TRAILER_SIZE,
+    Header,
+    Trailer,
+    read_record_pgnos,
+    record_pgnos,
+)
 from litefs.ltx.pos import Pos
 
 _READ_SIZE = 64 * 1024
-
-
-def _pgno_headers(buf: bytes, rec: int, n: int) -> bytearray:
-    """The 4-byte page headers of ``n`` records of ``rec`` bytes in ``buf``, concatenated."""
-    out = bytearray(n * PAGE_HEADER_SIZE)
-    for k in range(PAGE_HEADER_SIZE):
-        out[k::PAGE_HEADER_SIZE] = buf[k : n * rec : rec]
-    return out
-
-
-def _expected_pgnos(first: int, n: int) -> bytes:
-    """Page numbers ``first..first+n-1`` as consecutive big-endian 4-byte headers."""
-    return struct.pack(f">{n}I", *range(first, first + n))
 
 
 def _read_exact(f: BinaryIO, n: int) -> bytes:
@@ -288,7 +282,7 @@ class Decoder:
             starts = range(0, n * rec, rec)
             # Every page header at once: the record headers, picked out with one strided slice per
             # byte, must equal the page numbers pgno..pgno+n-1 (checked page by page only on a mismatch).
-            if _pgno_headers(buf, rec, n) != _expected_pgnos(pgno, n):
+            if read_record_pgnos(buf, rec, n) != record_pgnos(pgno, n):
                 for i, o in enumerate(starts):
                     got = int.from_bytes(view[o : o + PAGE_HEADER_SIZE], "big")
                     if got != pgno + i:

@@ -6,7 +6,6 @@ Memory use is one page plus the LZ4 compressor's 64 KiB block buffer, whatever t
 from __future__ import annotations
 
 import io
-import struct
 from collections.abc import Iterable
 from functools import reduce
 from operator import xor
@@ -16,7 +15,7 @@ import lz4.frame
 
 from litefs.ltx.checksum import CHECKSUM_FLAG, _go_iso, lock_pgno
 from litefs.ltx.errors import LTXError
-from litefs.ltx.header import PAGE_HEADER_SIZE, Header, Trailer
+from litefs.ltx.header import PAGE_HEADER_SIZE, Header, Trailer, read_record_pgnos, record_pgnos
 
 _END_MARKER = b"\0\0\0\0"
 
@@ -135,7 +134,7 @@ class Encoder:
         must not let the caller's buffer change under it: :class:`_Sink` below hands it on at once).
         """
         if self._finished:
-            raise LTXError("encode_pages() after finish()")
+            raise LTXError("encode_records() after finish()")
         h = self.header
         size = self._page_size
         rec = size + PAGE_HEADER_SIZE
@@ -160,10 +159,7 @@ class Encoder:
                 f"page {first_pgno} out of order: pages must be strictly ascending (previous {self._last_pgno})"
             )
         rv = memoryview(records)
-        headers = bytearray(n * PAGE_HEADER_SIZE)
-        for k in range(PAGE_HEADER_SIZE):
-            headers[k::PAGE_HEADER_SIZE] = rv[k::rec].tobytes()
-        if headers != struct.pack(f">{n}I", *range(first_pgno, last + 1)):
+        if read_record_pgnos(rv, rec, n) != record_pgnos(first_pgno, n):
             raise LTXError(f"cannot encode pages {first_pgno}..{last}: record page numbers do not match")
         self._crc = _go_iso(rv, self._crc)
         if h.is_snapshot:

@@ -16,6 +16,29 @@ PAGE_HEADER_SIZE = 4
 FLAG_COMPRESS_LZ4 = 1
 FLAG_MASK = FLAG_COMPRESS_LZ4
 
+
+def record_pgnos(first: int, n: int) -> bytes:
+    """The page headers of ``n`` page records from page ``first`` on: big-endian u32s, concatenated."""
+    return struct.pack(f">{n}I", *range(first, first + n))
+
+
+def read_record_pgnos(records: bytes | bytearray | memoryview, rec: int, n: int) -> bytearray:
+    """The page headers of ``n`` records of ``rec`` bytes each, concatenated: one strided slice per
+    header byte instead of a Python step per record."""
+    view = memoryview(records)
+    out = bytearray(n * PAGE_HEADER_SIZE)
+    for k in range(PAGE_HEADER_SIZE):
+        out[k::PAGE_HEADER_SIZE] = view[k : n * rec : rec].tobytes()
+    return out
+
+
+def write_record_pgnos(records: bytearray | memoryview, rec: int, first: int, n: int) -> None:
+    """Fill in the page headers of ``n`` records of ``rec`` bytes each with ``first`` on."""
+    headers = record_pgnos(first, n)
+    for k in range(PAGE_HEADER_SIZE):
+        records[k : n * rec : rec] = headers[k::PAGE_HEADER_SIZE]
+
+
 # magic, flags, page size, commit, min, max, timestamp, pre-apply, WAL offset, WAL size, salt1, salt2,
 # node id, 20 reserved bytes.
 _HEADER = struct.Struct(">4sIIIQQqQqqIIQ20x")

@@ -136,15 +136,9 @@ def encode_chunk_parts(parts: list[bytes | bytearray | memoryview]) -> bytes:
     return b"".join(out)
 
 
-def encode_chunk(data: bytes) -> bytes:
+def encode_chunk(data: bytes | bytearray | memoryview) -> bytes:
     """Encode data as chunks of at most 65535 bytes (without the end marker; empty data gives b"")."""
-    view = memoryview(data)
-    parts: list[bytes | memoryview] = []
-    for start in range(0, len(view), MAX_CHUNK_SIZE):
-        piece = view[start : start + MAX_CHUNK_SIZE]  # a view: the join below is the only copy
-        parts.append(_U16.pack(len(piece)))
-        parts.append(piece)
-    return b"".join(parts)
+    return encode_chunk_parts([data])
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from litefs.fuse.locks import WAL_LOCK_COUNT, WAL_LOCK_FIRST, LockTimeoutError, lock_shared, try_lock
+from litefs.fuse.locks import WAL_LOCK_COUNT, WAL_LOCK_FIRST, acquire, lock_shared, try_lock, unlock
 from litefs.replication.mountlock import hold_locks
 from litefs.sqlite.errors import SQLiteFormatError
 from litefs.sqlite.header import DatabaseHeader
@@ -70,20 +70,13 @@ def lock_wal_readers(db_path: str, timeout: float) -> tuple[int, int]:
     try:
         shm_fd = os.open(db_path + "-shm", os.O_RDWR | os.O_CLOEXEC)
         try:
-            delay = 0.0005
-            while not try_lock(shm_fd, fcntl.F_WRLCK, WAL_LOCK_FIRST, WAL_LOCK_COUNT):
-                if time.monotonic() >= deadline:
-                    raise LockTimeoutError(
-                        f"timed out waiting for the WAL locks of {os.path.basename(db_path)}-shm"
-                    )
-                time.sleep(delay)
-                delay = min(delay * 2, 0.05)
+            what = f"the WAL locks of {os.path.basename(db_path)}-shm"
+            acquire(shm_fd, fcntl.F_WRLCK, WAL_LOCK_FIRST, WAL_LOCK_COUNT, deadline, what)
         except BaseException:
             os.close(shm_fd)
             raise
     except BaseException:
-        try_lock(db_fd, fcntl.F_UNLCK, 0, 0)
-        os.close(db_fd)
+        unlock(db_fd)
         raise
     return db_fd, shm_fd
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import struct
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -47,6 +46,7 @@ from litefs.ltx import (
     parse_filename,
     peek_header,
 )
+from litefs.ltx.header import write_record_pgnos
 from litefs.sqlite.errors import SQLiteFormatError
 from litefs.sqlite.header import DATABASE_HEADER_SIZE, DatabaseHeader
 from litefs.sqlite.journal import is_journal_header_valid, rollback_journal
@@ -115,11 +115,8 @@ class SnapshotView:
         data = _pread_full(self.db._db_fd_get(), size * count, (first - 1) * size)
         wal = self.wal_pages
         if len(data) < size * count:
-            # In WAL mode the file may end before pages that so far exist only as WAL frames.
             have = len(data) // size
-            missing = next((p for p in range(first + have, first + count) if p not in wal), None)
-            if missing is not None:
-                raise StoreError(f"{self.db.name}: page {missing} missing from the database file")
+            self._check_past_file_end(first + have, first + count)
             data = data[: have * size] + bytes(size * count - have * size)
         if not wal:
             return data
@@ -133,6 +130,13 @@ class SnapshotView:
                 i = (pgno - first) * size
                 out[i : i + size] = read_wal_page(self.wal_fd, size, off, pgno)
         return out
+
+    def _check_past_file_end(self, start: int, stop: int) -> None:
+        """Pages ``start .. stop - 1`` are past the database file's end: in WAL mode that is fine for
+        pages that so far exist only as WAL frames; any other is missing."""
+        missing = next((p for p in range(start, stop) if p not in self.wal_pages), None)
+        if missing is not None:
+            raise StoreError(f"{self.db.name}: page {missing} missing from the database file")
 
     def read_records_into(self, first: int, count: int, out: memoryview) -> None:
         """Lay pages ``first .. first + count - 1`` out in ``out`` as LTX page records (u32 page
@@ -161,19 +165,14 @@ class SnapshotView:
                 done += 1
         wal = self.wal_pages
         if done < count:
-            # In WAL mode the file may end before pages that so far exist only as WAL frames.
-            missing = next((p for p in range(first + done, first + count) if p not in wal), None)
-            if missing is not None:
-                raise StoreError(f"{self.db.name}: page {missing} missing from the database file")
+            self._check_past_file_end(first + done, first + count)
         if wal:
             for pgno in range(first, first + count):
                 off = wal.get(pgno)
                 if off is not None:
                     assert self.wal_fd is not None
                     slots[pgno - first][:] = read_wal_page(self.wal_fd, size, off, pgno)
-        headers = struct.pack(f">{count}I", *range(first, first + count))
-        for k in range(PAGE_HEADER_SIZE):
-            out[k::rec] = headers[k::PAGE_HEADER_SIZE]
+        write_record_pgnos(out, rec, first, count)
 
     def still_valid(self) -> bool:
         """False when a checkpoint or WAL restart may have changed pages read through this view."""

@@ -14,8 +14,8 @@ keeps none of a snapshot it installed, so a node promoted since has none until i
 It cannot read the live database file itself (a commit may be half-written), so it asks the node's own
 ``GET /export?name=`` (which copies the database under SQLite's SHARED lock), notes the node's
 position of the database (``database_position``) before and after, and accepts the copy only when
-both agree and the copy's page checksum equals that position's post-apply checksum; then ``write_snapshot`` turns the copy into
-``snapshots/<txid>.ltx`` and the remote position jumps there.
+both agree and the copy's page checksum equals that position's post-apply checksum; then
+``write_snapshot`` turns the copy into ``snapshots/<txid>.ltx`` and the remote position jumps there.
 
 Every ``snapshot-interval`` the same export path adds a snapshot so that restores never replay an
 unbounded chain; with ``retention`` set, objects that only serve restores older than the retention
